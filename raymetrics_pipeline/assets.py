@@ -1,0 +1,27 @@
+"""External assets: Ray's metrics endpoints and the Parseable dataset they feed.
+
+Neither is computed by Dagster; declaring them gives the lineage Ray → ``raymetrics`` →
+rollups, and the scrape job reports a materialization of ``raymetrics`` for every delivery.
+"""
+
+import dagster as dg
+
+RAYMETRICS_ASSET_KEY = dg.AssetKey("raymetrics")
+
+ray_metrics_endpoints = dg.AssetSpec(
+    "ray_metrics_endpoints",
+    description="Ray's Prometheus /metrics endpoints (metrics agent, dashboard, autoscaler) on every node.",
+    group_name="ingest",
+    kinds={"ray", "prometheus"},
+)
+
+raymetrics = dg.AssetSpec(
+    RAYMETRICS_ASSET_KEY,
+    deps=[ray_metrics_endpoints],
+    description=(
+        "Ray metrics as OpenTelemetry data points in the Parseable dataset (PARSEABLE_STREAM, default "
+        "raymetrics), one row per data point, columns named after Ray's label keys."
+    ),
+    group_name="ingest",
+    kinds={"parseable", "opentelemetry"},
+)

@@ -1,0 +1,127 @@
+"""Dagster resources: where Ray's metrics are, where Parseable is, where local files go.
+
+Settings come from environment variables (the names in the README are the public
+interface). Secrets are passed as ``dg.EnvVar`` so Dagster resolves them only at run time
+and the UI shows the variable's name, never its value.
+"""
+
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+
+from raymetrics_pipeline.otlp import Attributes, parse_resource_attributes
+from raymetrics_pipeline.parseable import CONTENT_TYPES, ParseableClient, validate_stream_name
+from raymetrics_pipeline.spool import Spool
+from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
+
+
+class RayMetricsSource(dg.ConfigurableResource):
+    """Ray's Prometheus endpoints and how to scrape them."""
+
+    targets: str = ""
+    dashboard_url: str = ""
+    discovery_file: str = DEFAULT_DISCOVERY_FILE
+    host_override: str = ""
+    scrape_timeout_seconds: float = 5.0
+    resource_attributes: str = ""
+
+    def discover(self) -> Discovery:
+        return discover(TargetSettings(self.targets, self.dashboard_url, self.discovery_file, self.host_override))
+
+    def attributes(self) -> Attributes:
+        return parse_resource_attributes(self.resource_attributes)
+
+
+class ParseableResource(dg.ConfigurableResource):
+    """A Parseable server's OTLP endpoint and the dataset the metrics go to."""
+
+    url: str = ""
+    username: str | None = None
+    password: str | None = None
+    stream: str = "raymetrics"
+    otlp_encoding: str = "json"
+
+    def problem(self) -> str | None:
+        """Why shipping cannot start, in words that say what to set; None when it can."""
+        if not self.url:
+            return (
+                "PARSEABLE_URL is not set. Set it to your Parseable server (e.g. http://localhost:8000) "
+                "with PARSEABLE_USERNAME and PARSEABLE_PASSWORD; the embedded local store for running "
+                "without Parseable is not built yet."
+            )
+        if not self.username or not self.password:
+            return (
+                "PARSEABLE_URL is set but PARSEABLE_USERNAME and PARSEABLE_PASSWORD are not both set: "
+                "set them to a Parseable user allowed to ingest (Parseable's own defaults are P_USERNAME / P_PASSWORD)."
+            )
+        if self.otlp_encoding not in CONTENT_TYPES:
+            return f"PARSEABLE_OTLP_ENCODING={self.otlp_encoding!r}: use json (Parseable OSS) or protobuf."
+        try:
+            validate_stream_name(self.stream)
+        except ValueError as error:
+            return str(error)
+        return None
+
+    def client(self) -> ParseableClient:
+        problem = self.problem()
+        if problem:
+            raise dg.Failure(description=problem)
+        return ParseableClient(self.url, self.username, self.password, self.stream, self.otlp_encoding)
+
+
+class LocalDataResource(dg.ConfigurableResource):
+    """The folder for the pipeline's own files (the delivery spool for now)."""
+
+    data_dir: str
+
+    def spool(self) -> Spool:
+        return Spool(Path(self.data_dir) / "spool")
+
+
+def default_data_dir(environ: Mapping[str, str]) -> str:
+    if environ.get("RAYMETRICS_DATA_DIR"):
+        return environ["RAYMETRICS_DATA_DIR"]
+    if environ.get("DAGSTER_HOME"):
+        return str(Path(environ["DAGSTER_HOME"]) / "raymetrics")
+    return str(Path.cwd() / ".raymetrics")
+
+
+def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
+    text = environ.get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 14:
+        raise ValueError(f"{name}={text!r}: give a number of seconds above 0 and below the 15 s scrape interval")
+    return value
+
+
+def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if environ.get(name) else None
+
+
+def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources as the environment describes them (see the README's settings table)."""
+    environ = os.environ if environ is None else environ
+    return {
+        "ray_metrics": RayMetricsSource(
+            targets=environ.get("RAY_METRICS_TARGETS", ""),
+            dashboard_url=environ.get("RAY_DASHBOARD_URL", ""),
+            discovery_file=environ.get("RAY_PROM_DISCOVERY_FILE") or DEFAULT_DISCOVERY_FILE,
+            host_override=environ.get("RAY_METRICS_HOST", ""),
+            scrape_timeout_seconds=_seconds("RAYMETRICS_SCRAPE_TIMEOUT", environ, 5.0),
+            resource_attributes=environ.get("RAYMETRICS_RESOURCE_ATTRIBUTES", ""),
+        ),
+        "parseable": ParseableResource(
+            url=environ.get("PARSEABLE_URL", ""),
+            username=_secret("PARSEABLE_USERNAME", environ),
+            password=_secret("PARSEABLE_PASSWORD", environ),
+            stream=environ.get("PARSEABLE_STREAM") or "raymetrics",
+            otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
+        ),
+        "local_data": LocalDataResource(data_dir=default_data_dir(environ)),
+    }

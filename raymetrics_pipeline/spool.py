@@ -1,0 +1,89 @@
+"""A disk spool for OTLP request bodies that could not be delivered yet.
+
+When Parseable is down, slow or refusing the credentials, a run keeps its bodies here and
+the next runs send them, oldest first, before anything new. Files are written under a
+temporary name and renamed, so a crash never leaves a torn body behind. Bodies Parseable
+can never accept (HTTP 400) go to ``rejected/`` for a person to look at, not back into the
+queue. The spool is bounded; when full, the oldest bodies are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SUFFIX_BY_CONTENT_TYPE = {"application/json": ".json.gz", "application/x-protobuf": ".pb.gz"}
+_CONTENT_TYPE_BY_SUFFIX = {suffix: content_type for content_type, suffix in _SUFFIX_BY_CONTENT_TYPE.items()}
+DEFAULT_MAX_BYTES = 2 * 1024**3
+_sequence = itertools.count()
+
+
+@dataclass(frozen=True)
+class SpooledBody:
+    path: Path
+    content_type: str
+
+    def read(self) -> bytes:
+        return gzip.decompress(self.path.read_bytes())
+
+
+class Spool:
+    def __init__(self, directory: Path | str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.directory = Path(directory)
+        self.rejected_directory = self.directory / "rejected"
+        self.max_bytes = max_bytes
+
+    def _write(self, directory: Path, body: bytes, content_type: str) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence):06d}{_SUFFIX_BY_CONTENT_TYPE[content_type]}"
+        temporary = directory / f".{name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(gzip.compress(body, compresslevel=1, mtime=0))
+            handle.flush()
+            os.fsync(handle.fileno())
+        final = directory / name
+        os.replace(temporary, final)
+        return final
+
+    def put(self, body: bytes, content_type: str) -> int:
+        """Keep a body for a later run; returns how many old bodies were dropped to make room."""
+        self._write(self.directory, body, content_type)
+        return self._enforce_limit()
+
+    def reject(self, body: bytes, content_type: str) -> Path:
+        return self._write(self.rejected_directory, body, content_type)
+
+    def pending(self) -> list[SpooledBody]:
+        """Spooled bodies, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.iterdir()):
+            content_type = next(
+                (ct for suffix, ct in _CONTENT_TYPE_BY_SUFFIX.items() if path.name.endswith(suffix)), None
+            )
+            if content_type and path.is_file() and not path.name.startswith("."):
+                found.append(SpooledBody(path, content_type))
+        return found
+
+    def remove(self, spooled: SpooledBody) -> None:
+        spooled.path.unlink(missing_ok=True)
+
+    def size_bytes(self) -> int:
+        return sum(body.path.stat().st_size for body in self.pending() if body.path.exists())
+
+    def _enforce_limit(self) -> int:
+        bodies = self.pending()
+        sizes = [body.path.stat().st_size for body in bodies]
+        total, dropped = sum(sizes), 0
+        for body, size in zip(bodies, sizes):
+            if total <= self.max_bytes:
+                break
+            self.remove(body)
+            total -= size
+            dropped += 1
+        return dropped

@@ -1,0 +1,151 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raymetrics_pipeline.prometheus import Parser, parse
+from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
+
+FIXTURES = scrape_fixtures()
+
+
+def independent_sample_count(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def test_project_has_its_own_fixtures():
+    assert any(f.id.startswith("project/") for f in FIXTURES)
+    assert {f.session for f in FIXTURES if f.id.startswith("project/")} >= {"session_a", "session_b"}
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f.id)
+def test_every_fixture_line_is_a_sample(fixture):
+    text = fixture.text()
+    exposition = parse(text)
+    assert exposition.errors == []
+    assert exposition.sample_count == independent_sample_count(text)
+    assert sum(len(f.samples) for f in exposition.families) == exposition.sample_count
+
+
+def test_fixture_values_spot_checked_against_the_raw_text():
+    """Every `ray_node_cpu_utilization` and `ray_tasks` sample equals the number at the end of its line."""
+    checked = 0
+    for fixture in FIXTURES[:12]:
+        text = fixture.text()
+        lines = {}
+        for line in text.splitlines():
+            if line.startswith(("ray_node_cpu_utilization{", "ray_tasks{")):
+                lines[line[: line.rindex("}") + 1]] = float(line.rsplit(" ", 1)[1])
+        samples = {}
+        for family in parse(text).families:
+            if family.name in ("ray_node_cpu_utilization", "ray_tasks"):
+                for s in family.samples:
+                    key = s.name + "{" + ",".join(f'{k}="{v}"' for k, v in s.labels) + "}"
+                    samples[key] = s.value
+        assert samples == lines
+        checked += len(lines)
+    assert checked > 20
+
+
+def test_types_help_and_counter_names_verbatim():
+    text = """# HELP ray_gcs_calls_total Calls \\\\ made\\nto GCS.
+# TYPE ray_gcs_calls_total counter
+ray_gcs_calls_total{Method="Get"} 12
+# TYPE requests counter
+requests_total{code="200"} 3
+requests{code="500"} 1
+# TYPE temperature gauge
+temperature 21.5
+loose_metric{a="b"} 7
+"""
+    exposition = parse(text)
+    by_name = {f.name: f for f in exposition.families}
+    assert by_name["ray_gcs_calls_total"].type == "counter"
+    assert by_name["ray_gcs_calls_total"].help == "Calls \\ made\nto GCS."
+    assert [s.name for s in by_name["requests"].samples] == ["requests_total", "requests"]
+    assert by_name["requests"].type == "counter"
+    assert by_name["temperature"].samples[0].value == 21.5
+    assert by_name["loose_metric"].type == "untyped"
+    assert exposition.sample_count == 5
+
+
+def test_special_values_and_timestamps():
+    exposition = parse("a NaN\nb +Inf\nc -Inf 1700000000000\nd 1.5e3 -5\ne Inf\n")
+    values = {f.name: f.samples[0] for f in exposition.families}
+    assert math.isnan(values["a"].value)
+    assert values["b"].value == math.inf and values["e"].value == math.inf
+    assert values["c"].value == -math.inf and values["c"].timestamp_ms == 1700000000000
+    assert values["d"].value == 1500.0 and values["d"].timestamp_ms == -5
+    assert values["a"].timestamp_ms is None
+
+
+def test_label_escapes_blanks_and_empty_values():
+    exposition = parse('m{path="C:\\\\x",quote="say \\"hi\\"",nl="a\\nb",empty="" , spaced = "v",} 1\n')
+    assert exposition.errors == []
+    assert exposition.families[0].samples[0].labels == (
+        ("path", "C:\\x"),
+        ("quote", 'say "hi"'),
+        ("nl", "a\nb"),
+        ("empty", ""),
+        ("spaced", "v"),
+    )
+
+
+def test_histogram_and_summary_samples_belong_to_their_family():
+    text = """# TYPE lat histogram
+lat_bucket{le="0.1"} 1
+lat_bucket{le="+Inf"} 3
+lat_count 3
+lat_sum 0.9
+# TYPE rpc summary
+rpc{quantile="0.5"} 0.2
+rpc_sum 4
+rpc_count 10
+"""
+    families = {f.name: f for f in parse(text).families}
+    assert [s.name for s in families["lat"].samples] == ["lat_bucket", "lat_bucket", "lat_count", "lat_sum"]
+    assert [s.name for s in families["rpc"].samples] == ["rpc", "rpc_sum", "rpc_count"]
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    [
+        'm{a="unterminated} 1',
+        "m{a=1} 1",
+        'm{a="x"} one',
+        'm{a="x"} 1 2.5',
+        'm{a="x",a="y"} 1',
+        'm{a="\\q"} 1',
+        "9metric 1",
+        "m 1 2 3",
+        "m 1_000",
+        "# TYPE m histogramm",
+    ],
+)
+def test_a_malformed_line_is_reported_and_the_rest_kept(bad_line):
+    exposition = parse(f"good_before 1\n{bad_line}\ngood_after 2\n")
+    assert [e.line_no for e in exposition.errors] == [2]
+    assert bad_line[:20] in exposition.errors[0].line
+    assert {f.name for f in exposition.families} == {"good_before", "good_after"}
+
+
+def test_cached_label_sets_give_the_same_result_across_scrapes():
+    parser = Parser()
+    text = FIXTURES[0].text()
+    first, second = parser.parse(text), parser.parse(text)
+    assert [(s.name, s.labels, s.value) for f in first.families for s in f.samples] == [
+        (s.name, s.labels, s.value) for f in second.families for s in f.samples
+    ]
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@given(st.lists(st.tuples(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True), st.text()), max_size=6, unique_by=lambda p: p[0]))
+def test_label_values_round_trip_through_escaping(pairs):
+    line = "m{" + ",".join(f'{k}="{escape(v)}"' for k, v in pairs) + "} 1\n"
+    exposition = Parser().parse(line)
+    assert exposition.errors == []
+    assert exposition.families[0].samples[0].labels == tuple(pairs)
