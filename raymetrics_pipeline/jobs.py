@@ -1,6 +1,5 @@
 """The ``scrape_and_ship`` job: one scrape of every Ray endpoint, shipped to Parseable."""
 
-
 import dagster as dg
 
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
@@ -13,7 +12,10 @@ CYCLE_BUDGET_SECONDS = 12.0
 
 
 def _target_table(report: CycleReport) -> str:
-    rows = ["| target | HTTP | samples | data points | bytes | seconds | parse errors | error |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| target | HTTP | samples | data points | bytes | seconds | parse errors | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for t in report.targets:
         error = (t.error or "; ".join(t.first_parse_errors)).replace("|", "\\|")
         rows.append(
@@ -101,7 +103,7 @@ def scrape_and_ship_metrics(
 
 
 @dg.job(
-    description="Scrape Ray's metrics endpoints once and ship them to Parseable (started every 15 s by ray_metrics_sensor).",
+    description="Scrape Ray's metrics endpoints once and ship them to Parseable (ray_metrics_sensor: every 15 s).",
     executor_def=dg.in_process_executor,
     tags={"raymetrics/lane": "scrape"},
 )

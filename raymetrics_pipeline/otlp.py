@@ -113,11 +113,19 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
         metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
 
 
+_split_cache: dict[tuple[Attributes, str], tuple[Attributes, str | None]] = {}
+
+
 def _split_label(labels: Attributes, special: str) -> tuple[Attributes, str | None]:
-    rest = tuple(pair for pair in labels if pair[0] != special)
-    if len(rest) == len(labels):
-        return labels, None
-    return rest, next(value for key, value in labels if key == special)
+    """The series' own attributes and its ``le``/``quantile`` value; remembered across scrapes."""
+    found = _split_cache.get((labels, special))
+    if found is None:
+        if len(_split_cache) > 200_000:
+            _split_cache.clear()
+        rest = tuple(pair for pair in labels if pair[0] != special)
+        value = None if len(rest) == len(labels) else next(v for k, v in labels if k == special)
+        found = _split_cache[(labels, special)] = (rest, value)
+    return found
 
 
 def _as_count(value: float) -> int | None:
@@ -180,7 +188,7 @@ def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conve
         elif None in cumulative or len(set(bounds)) != len(bounds):
             problem = "histogram buckets must be distinct bounds with non-negative integer counts"
         else:
-            per_bucket = [b - a for a, b in zip([0, *cumulative], [*cumulative, count])]
+            per_bucket = [b - a for a, b in zip([0, *cumulative], [*cumulative, count], strict=True)]
             if min(per_bucket, default=0) < 0:
                 problem = "histogram bucket counts decrease (not cumulative) or exceed _count"
         if problem:
@@ -233,8 +241,7 @@ def parse_resource_attributes(text: str) -> Attributes:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(
-                f"RAYMETRICS_RESOURCE_ATTRIBUTES: {item!r} is not key=value; "
-                "write it like cluster_id=prod-a,env=prod"
+                f"RAYMETRICS_RESOURCE_ATTRIBUTES: {item!r} is not key=value; write it like cluster_id=prod-a,env=prod"
             )
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)

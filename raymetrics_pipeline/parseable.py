@@ -36,11 +36,7 @@ class ParseableError(Exception):
 
 def validate_stream_name(name: str) -> str:
     """Parseable's own rule (src/validator.rs::stream_name), checked before anything is sent."""
-    if (
-        not name
-        or not all(char.isalnum() or char in "-_" for char in name)
-        or name.lower() in _STREAM_NAME_KEYWORDS
-    ):
+    if not name or not all(char.isalnum() or char in "-_" for char in name) or name.lower() in _STREAM_NAME_KEYWORDS:
         raise ValueError(
             f"PARSEABLE_STREAM={name!r} is not a valid Parseable dataset name: use letters, digits, '-' "
             "and '_' only, and not an SQL keyword (for example raymetrics)"
@@ -90,7 +86,10 @@ def _split_document(document: dict) -> list[dict]:
             metrics = scope.get("metrics", [])
             if len(metrics) > 1:
                 middle = len(metrics) // 2
-                return [_with_metrics(resource, scope, metrics[:middle]), _with_metrics(resource, scope, metrics[middle:])]
+                return [
+                    _with_metrics(resource, scope, metrics[:middle]),
+                    _with_metrics(resource, scope, metrics[middle:]),
+                ]
             for metric in metrics:
                 for kind in ("gauge", "sum", "histogram", "summary", "exponentialHistogram"):
                     points = metric.get(kind, {}).get("dataPoints", [])
@@ -257,5 +256,7 @@ class ParseableClient:
                 f"and that the user may ingest into {self.stream!r}"
             )
         if status == 404:
-            return f"{self.url}/v1/metrics does not exist (404): is PARSEABLE_URL the server root, e.g. http://host:8000?"
+            return (
+                f"{self.url}/v1/metrics does not exist (404): is PARSEABLE_URL the server root, e.g. http://host:8000?"
+            )
         return f"Parseable answered {status}: {message}"

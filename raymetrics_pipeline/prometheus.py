@@ -9,7 +9,6 @@ of the scrape.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -39,7 +38,6 @@ _ESCAPE_RE = re.compile(r"\\(.)")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
 _TIMESTAMP_RE = re.compile(r"-?[0-9]+")
-_NON_NUMERIC_SPELLINGS = {"nan": math.nan, "+inf": math.inf, "inf": math.inf, "-inf": -math.inf}
 
 
 @dataclass(slots=True)
@@ -94,15 +92,13 @@ def _unescape(text: str, escapes: dict[str, str], strict: bool) -> str:
 
 def parse_value(text: str) -> float:
     """A sample value as Go's ParseFloat reads it (NaN, +Inf, -Inf included)."""
-    special = _NON_NUMERIC_SPELLINGS.get(text.lower())
-    if special is not None:
-        return special
-    if "_" in text:
-        raise _LineError(f"invalid value {text!r}")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise _LineError(f"invalid value {text!r}") from None
+    if "_" in text:
+        raise _LineError(f"invalid value {text!r}")
+    return value
 
 
 def parse_labels(text: str) -> tuple[tuple[str, str], ...]:

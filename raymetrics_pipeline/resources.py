@@ -5,7 +5,6 @@ interface). Secrets are passed as ``dg.EnvVar`` so Dagster resolves them only at
 and the UI shows the variable's name, never its value.
 """
 
-
 import os
 from collections.abc import Mapping
 from pathlib import Path

@@ -55,7 +55,7 @@ async def _scrape_one(client: httpx.AsyncClient, target: str, limit: asyncio.Sem
 
         try:
             return await asyncio.wait_for(fetch(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             error = f"no complete response within {timeout:g} s"
         except httpx.HTTPError as error_:
             error = f"{type(error_).__name__}: {error_}" if str(error_) else type(error_).__name__

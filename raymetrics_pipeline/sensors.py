@@ -1,6 +1,5 @@
 """``ray_metrics_sensor``: starts a ``scrape_and_ship`` run about every 15 seconds."""
 
-
 import time
 
 import dagster as dg

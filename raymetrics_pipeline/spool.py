@@ -80,7 +80,7 @@ class Spool:
         bodies = self.pending()
         sizes = [body.path.stat().st_size for body in bodies]
         total, dropped = sum(sizes), 0
-        for body, size in zip(bodies, sizes):
+        for body, size in zip(bodies, sizes, strict=True):
             if total <= self.max_bytes:
                 break
             self.remove(body)

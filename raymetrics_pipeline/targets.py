@@ -61,7 +61,7 @@ def _format(host: str, port: int) -> str:
 def _targets_from_sd(document: object, setting: str) -> list[str]:
     """Targets from Prometheus' http_sd / file_sd shape: ``[{"labels":{...},"targets":[...]}]``."""
     if not isinstance(document, list) or not all(isinstance(group, dict) for group in document):
-        raise TargetError(f"{setting}: expected a JSON list of {{\"labels\": ..., \"targets\": [...]}} groups")
+        raise TargetError(f'{setting}: expected a JSON list of {{"labels": ..., "targets": [...]}} groups')
     targets = []
     for group in document:
         for target in group.get("targets") or []:

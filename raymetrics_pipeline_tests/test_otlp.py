@@ -124,7 +124,10 @@ rpc_count{method="a"} 10
 def test_non_finite_gauge_values_follow_the_proto3_json_mapping():
     conversion = convert("a NaN\nb +Inf\nc -Inf\n")
     (body,) = otlp.JsonEncoder().encode([((), conversion.metrics)])
-    values = [m["gauge"]["dataPoints"][0]["asDouble"] for m in json.loads(body)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]]
+    values = [
+        m["gauge"]["dataPoints"][0]["asDouble"]
+        for m in json.loads(body)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    ]
     assert values == ["NaN", "Infinity", "-Infinity"]
     decoded = decode_json([body])
     decoded_values = [m.gauge.data_points[0].as_double for m in decoded.resource_metrics[0].scope_metrics[0].metrics]

@@ -143,7 +143,13 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@given(st.lists(st.tuples(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True), st.text()), max_size=6, unique_by=lambda p: p[0]))
+@given(
+    st.lists(
+        st.tuples(st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True), st.text()),
+        max_size=6,
+        unique_by=lambda p: p[0],
+    )
+)
 def test_label_values_round_trip_through_escaping(pairs):
     line = "m{" + ",".join(f'{k}="{escape(v)}"' for k, v in pairs) + "} 1\n"
     exposition = Parser().parse(line)

@@ -1,0 +1,113 @@
+"""Samples per second for parse → OTLP → JSON → gzip, against a naive baseline in the same run.
+
+Baseline: ``prometheus_client``'s parser, ``opentelemetry-proto`` messages built from its
+families, ``json_format.MessageToJson`` and gzip — what one would write first.
+Ours: ``raymetrics_pipeline``'s parser and hand-written OTLP/JSON, gzip level 1, with one
+parser and encoder kept across scrapes as the scrape job does within a run.
+
+Run: ``python benchmarks/encode_throughput.py [--repeat N]``. Prints figures and the ratio;
+the machine is shared and noisy, so compare ratios, not absolute numbers.
+"""
+
+import argparse
+import gzip
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from google.protobuf import json_format
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from raymetrics_pipeline import otlp  # noqa: E402
+from raymetrics_pipeline.prometheus import Parser  # noqa: E402
+from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures  # noqa: E402
+
+
+def baseline(texts: list[tuple[str, int]]) -> int:
+    samples = 0
+    for text, time_ns in texts:
+        data = metrics_pb2.MetricsData()
+        scope = data.resource_metrics.add().scope_metrics.add()
+        for family in text_string_to_metric_families(text):
+            metric = scope.metrics.add(name=family.name, description=family.documentation)
+            if family.type == "histogram":
+                series: dict = {}
+                for sample in family.samples:
+                    samples += 1
+                    labels = {k: v for k, v in sample.labels.items() if k != "le"}
+                    entry = series.setdefault(
+                        tuple(sorted(labels.items())), {"labels": labels, "buckets": [], "sum": 0.0, "count": 0}
+                    )
+                    if sample.name.endswith("_bucket"):
+                        entry["buckets"].append((float(sample.labels["le"]), sample.value))
+                    elif sample.name.endswith("_sum"):
+                        entry["sum"] = sample.value
+                    elif sample.name.endswith("_count"):
+                        entry["count"] = int(sample.value)
+                metric.histogram.aggregation_temporality = 2
+                for entry in series.values():
+                    buckets = sorted(entry["buckets"])
+                    cumulative = [int(v) for b, v in buckets if b != math.inf]
+                    point = metric.histogram.data_points.add(
+                        time_unix_nano=time_ns,
+                        count=entry["count"],
+                        sum=entry["sum"],
+                        explicit_bounds=[b for b, _ in buckets if b != math.inf],
+                        bucket_counts=[
+                            b - a for a, b in zip([0, *cumulative], [*cumulative, entry["count"]], strict=True)
+                        ],
+                    )
+                    for key, value in entry["labels"].items():
+                        point.attributes.add(key=key, value=common_pb2.AnyValue(string_value=value))
+                continue
+            points = metric.sum.data_points if family.type == "counter" else metric.gauge.data_points
+            for sample in family.samples:
+                samples += 1
+                point = points.add(time_unix_nano=time_ns, as_double=sample.value)
+                for key, value in sample.labels.items():
+                    point.attributes.add(key=key, value=common_pb2.AnyValue(string_value=value))
+        gzip.compress(json_format.MessageToJson(data).encode())
+    return samples
+
+
+def ours(texts: list[tuple[str, int]]) -> int:
+    parser, encoder, samples = Parser(), otlp.JsonEncoder(), 0
+    for text, time_ns in texts:
+        exposition = parser.parse(text)
+        samples += exposition.sample_count
+        for body in encoder.encode([((), otlp.to_metrics(exposition, time_ns).metrics)]):
+            gzip.compress(body, compresslevel=1)
+    return samples
+
+
+def measure(function, texts, repeat: int) -> tuple[float, int]:
+    rates = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        samples = function(texts)
+        rates.append(samples / (time.perf_counter() - started))
+    return statistics.median(rates), samples
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments.add_argument("--repeat", type=int, default=3)
+    options = arguments.parse_args()
+    fixtures = scrape_fixtures()
+    texts = [(f.text(), f.scrape_time_unix_nano) for f in fixtures]
+    origins = sorted({f.id.split("/")[0] for f in fixtures})
+    print(f"{len(texts)} scrapes ({', '.join(origins)} fixtures), {sum(len(t) for t, _ in texts) / 1e6:.1f} MB of text")
+    base_rate, base_samples = measure(baseline, texts, options.repeat)
+    our_rate, our_samples = measure(ours, texts, options.repeat)
+    print(f"baseline (prometheus_client + proto + MessageToJson + gzip): {base_rate:>9,.0f} samples/s ({base_samples})")
+    print(f"raymetrics_pipeline (own parser + direct JSON + gzip -1):    {our_rate:>9,.0f} samples/s ({our_samples})")
+    print(f"ratio: {our_rate / base_rate:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

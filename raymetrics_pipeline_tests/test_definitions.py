@@ -1,0 +1,77 @@
+"""The code location as a user meets it: `dagster definitions validate` and a run started by hand."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raymetrics_pipeline.resources import resources_from_env
+from raymetrics_pipeline_tests.exporters import Exporter
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+def run(arguments: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PARSEABLE_", "RAY_", "RAYMETRICS_"))}
+    environment.update(env, DAGSTER_HOME=str(tmp_path))
+    return subprocess.run([DAGSTER, *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
+
+
+def test_definitions_validate(tmp_path):
+    for extra in ([], ["-w", "workspace.yaml"]):
+        result = run(
+            ["definitions", "validate", *extra],
+            {"PARSEABLE_URL": "http://127.0.0.1:1", "PARSEABLE_PASSWORD": "x"},
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_scrape_and_ship_runs_by_hand_with_no_run_config(tmp_path):
+    secret = "by-hand-secret-77"
+    with (
+        Exporter('ray_node_cpu_utilization{ip="127.0.0.1"} 12.5\n') as ray,
+        ParseableDouble(username="u", password=secret) as parseable,
+    ):
+        env = {
+            "RAY_METRICS_TARGETS": ray.target,
+            "PARSEABLE_URL": parseable.url,
+            "PARSEABLE_USERNAME": "u",
+            "PARSEABLE_PASSWORD": secret,
+        }
+        result = run(
+            ["job", "execute", "-m", "raymetrics_pipeline.definitions", "-j", "scrape_and_ship"], env, tmp_path
+        )
+        rows = parseable.rows("raymetrics")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(r["metric_name"], r["ip"], r["data_point_value"]) for r in rows] == [
+        ("ray_node_cpu_utilization", "127.0.0.1", 12.5)
+    ]
+    assert secret not in result.stdout + result.stderr
+
+
+def test_settings_come_from_the_environment():
+    resources = resources_from_env(
+        {
+            "RAY_METRICS_TARGETS": "h:1",
+            "RAY_PROM_DISCOVERY_FILE": "/x.json",
+            "RAYMETRICS_SCRAPE_TIMEOUT": "3",
+            "PARSEABLE_URL": "http://p:8000",
+            "PARSEABLE_STREAM": "rm",
+            "PARSEABLE_OTLP_ENCODING": "PROTOBUF",
+            "DAGSTER_HOME": "/dh",
+        }
+    )
+    source, parseable = resources["ray_metrics"], resources["parseable"]
+    assert (source.targets, source.discovery_file, source.scrape_timeout_seconds) == ("h:1", "/x.json", 3.0)
+    assert (parseable.url, parseable.stream, parseable.otlp_encoding) == ("http://p:8000", "rm", "protobuf")
+    assert "PARSEABLE_PASSWORD" in parseable.problem()
+    assert resources["local_data"].data_dir == "/dh/raymetrics"
+    assert resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})["local_data"].data_dir == "/d"
+    with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
+        resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": "20"})

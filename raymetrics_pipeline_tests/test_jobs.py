@@ -1,0 +1,80 @@
+"""The scrape_and_ship job through Dagster: real exporters, the Parseable double, a test instance."""
+
+import dagster as dg
+import pytest
+
+from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
+from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline_tests.exporters import Exporter
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble
+from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
+
+SECRET = "job-secret-9f2"
+TEXT = max(scrape_fixtures(include_shared=False), key=lambda f: f.path.stat().st_size).text()
+RECORDED = [
+    "targets",
+    "samples",
+    "data_points",
+    "series",
+    "bytes_raw",
+    "bytes_compressed",
+    "http_statuses",
+    "retries",
+    "duration_seconds",
+    "parse_errors",
+    "per_target",
+]
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def resources(url: str, targets: str, tmp_path) -> dict:
+    return {
+        "ray_metrics": RayMetricsSource(targets=targets, resource_attributes="cluster_id=test"),
+        "parseable": ParseableResource(url=url, username="ray", password=SECRET),
+        "local_data": LocalDataResource(data_dir=str(tmp_path)),
+    }
+
+
+def all_event_text(instance, run_id: str) -> str:
+    return "\n".join(str(record) for record in instance.all_logs(run_id))
+
+
+def test_a_run_ships_and_records_what_it_did(instance, tmp_path):
+    with (
+        Exporter(TEXT) as ray,
+        Exporter(status=500) as broken,
+        ParseableDouble(username="ray", password=SECRET) as parseable,
+    ):
+        result = scrape_and_ship.execute_in_process(
+            resources=resources(parseable.url, f"{ray.target},{broken.target}", tmp_path), instance=instance
+        )
+        rows = parseable.rows("raymetrics")
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
+    assert materialization.asset_key == RAYMETRICS_ASSET_KEY
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert set(RECORDED) <= set(metadata)
+    assert metadata["targets"] == 2 and metadata["targets_up"] == 1
+    assert metadata["data_points"] == len(rows) and metadata["http_statuses"] == [200]
+    assert "HTTP 500" in metadata["per_target"]
+    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
+    assert set(RECORDED) <= set(output.event_specific_data.metadata)
+    assert SECRET not in all_event_text(instance, result.run_id)
+
+
+def test_an_outage_fails_the_run_but_keeps_the_data(instance, tmp_path):
+    with Exporter(TEXT) as ray:
+        result = scrape_and_ship.execute_in_process(
+            resources=resources("http://127.0.0.1:9", ray.target, tmp_path), instance=instance, raise_on_error=False
+        )
+    assert not result.success
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    assert "kept in the spool" in failure.event_specific_data.error.message
+    assert len(list((tmp_path / "spool").glob("*.json.gz"))) == 1
+    assert SECRET not in all_event_text(instance, result.run_id)
