@@ -1,0 +1,79 @@
+"""End to end on a real Ray head: discovery by file and by dashboard, a full scrape shipped to the double.
+
+Ray writes the machine's interface address into its discovery even when started with
+``--node-ip-address=127.0.0.1``; ``RAY_METRICS_HOST`` (``host_override``) keeps every
+request on loopback.
+"""
+
+import dagster as dg
+import pytest
+
+from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline.sensors import ray_metrics_sensor
+from raymetrics_pipeline.targets import TargetSettings, discover
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble
+from raymetrics_pipeline_tests.ray_cluster import RayHead
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    with RayHead(tmp_path_factory.mktemp("rayhead"), startup_timeout=90) as ray_head:
+        yield ray_head
+
+
+def source_for(head: RayHead, how: str) -> RayMetricsSource:
+    if how == "dashboard":
+        return RayMetricsSource(dashboard_url=head.dashboard_url, host_override="127.0.0.1", discovery_file="/absent")
+    return RayMetricsSource(discovery_file=str(head.discovery_file), host_override="127.0.0.1")
+
+
+def test_file_and_dashboard_discovery_agree(head):
+    by_file = discover(TargetSettings(discovery_file=str(head.discovery_file), host_override="127.0.0.1"))
+    by_dashboard = discover(TargetSettings(dashboard_url=head.dashboard_url, host_override="127.0.0.1"))
+    assert by_file.source == "RAY_PROM_DISCOVERY_FILE" and by_dashboard.source == "RAY_DASHBOARD_URL"
+    assert sorted(by_file.targets) == sorted(by_dashboard.targets) == sorted(head.metrics_targets())
+    assert len(by_file.targets) == 3
+
+
+@pytest.mark.parametrize("how", ["file", "dashboard"])
+def test_a_full_scrape_of_a_real_head_is_shipped(head, how, tmp_path):
+    with dg.instance_for_test() as instance, ParseableDouble() as parseable:
+        result = scrape_and_ship.execute_in_process(
+            resources={
+                "ray_metrics": source_for(head, how),
+                "parseable": ParseableResource(url=parseable.url, username="admin", password="admin"),
+                "local_data": LocalDataResource(data_dir=str(tmp_path)),
+            },
+            instance=instance,
+        )
+        rows = parseable.rows("raymetrics")
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    print(
+        f"\n{how}: {metadata['data_points']} data points from {metadata['samples']} samples, {metadata['bytes_raw']} B"
+    )
+    assert metadata["targets"] == metadata["targets_up"] == 3
+    assert metadata["parse_errors"] == 0 and metadata["bodies_spooled"] == 0
+    assert metadata["data_points"] == len(rows) > 300
+    cpu = [r for r in rows if r["metric_name"] == "ray_node_cpu_utilization"]
+    assert cpu and cpu[0]["SessionName"] == head.session_name and "ip" in cpu[0]
+    assert {r["metric_type"] for r in rows} >= {"gauge", "sum", "histogram"}
+
+
+def test_the_sensor_finds_the_real_head(head):
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "ray_metrics": source_for(head, "file"),
+                "parseable": ParseableResource(url="http://127.0.0.1:1", username="u", password="p"),
+                "local_data": LocalDataResource(data_dir="/unused"),
+            },
+        )
+        (request,) = ray_metrics_sensor.evaluate_tick(context).run_requests
+    assert request.tags["raymetrics/targets"] == "3"
+    assert request.tags["raymetrics/discovered_from"] == "RAY_PROM_DISCOVERY_FILE"
