@@ -1,5 +1,8 @@
 """The ``scrape_and_ship`` job: one scrape of every Ray endpoint, shipped to Parseable."""
 
+import time
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
@@ -109,3 +112,34 @@ def scrape_and_ship_metrics(
 )
 def scrape_and_ship():
     scrape_and_ship_metrics()
+
+
+class PruneRunsConfig(dg.Config):
+    older_than_days: float = 3.0
+
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+@dg.op(
+    description=(
+        "Delete finished scrape_and_ship runs and their event logs older than `older_than_days`: open-source "
+        "Dagster keeps every run forever, and the 15 s sensor makes about 5,760 a day."
+    )
+)
+def delete_old_scrape_runs(context: dg.OpExecutionContext, config: PruneRunsConfig) -> dg.Output[None]:
+    cutoff = time.time() - config.older_than_days * 86_400
+    filters = dg.RunsFilter(
+        job_name=scrape_and_ship.name, statuses=FINISHED, created_before=datetime.fromtimestamp(cutoff, UTC)
+    )
+    deleted = 0
+    while records := context.instance.get_run_records(filters=filters, limit=500):
+        for record in records:
+            context.instance.delete_run(record.dagster_run.run_id)
+        deleted += len(records)
+    return dg.Output(None, metadata={"deleted_runs": deleted, "older_than_days": config.older_than_days})
+
+
+@dg.job(description="Delete old scrape_and_ship runs so Dagster's storage stays bounded (hourly schedule).")
+def prune_scrape_runs():
+    delete_old_scrape_runs()

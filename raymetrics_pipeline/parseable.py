@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
@@ -55,8 +56,11 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return None
     if value.strip().isdigit():
         return float(value)
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0.0, when.timestamp() - time.time()) if when else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def split_body(body: bytes, content_type: str) -> list[bytes]:
@@ -70,8 +74,6 @@ def split_body(body: bytes, content_type: str) -> list[bytes]:
         message.ParseFromString(body)
     except DecodeError as error:
         raise ParseableError(f"cannot split a protobuf body that does not decode: {error}") from error
-    from google.protobuf import json_format  # only on this rare path
-
     halves = _split_document(json_format.MessageToDict(message))
     return [json_format.ParseDict(half, metrics_pb2.MetricsData()).SerializeToString() for half in halves]
 

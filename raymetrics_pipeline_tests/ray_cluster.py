@@ -67,8 +67,8 @@ import httpx
 
 DISCOVERY_FILE_NAME = "prom_metrics_service_discovery.json"
 MARKER_ENV = "RAYMETRICS_RAYHEAD_ID"
-# Ray's socket path: <temp_dir>/session_YYYY-MM-DD_HH-MM-SS_ffffff_<pid up to 7>/sockets/plasma_store
-_MAX_TEMP_DIR_LEN = 107 - len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+# Ray's longest socket path is <temp_dir>/session_<time>_<pid>/sockets/dash_<Module>Head; keep a margin.
+_MAX_TEMP_DIR_LEN = 107 - len("/session_2026-01-01_00-00-00_000000_4194304/sockets/dash_MetricsHead") - 10
 _LOG_FILES = (
     "gcs_server.out",
     "gcs_server.err",

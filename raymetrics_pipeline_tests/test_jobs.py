@@ -1,10 +1,12 @@
 """The scrape_and_ship job through Dagster: real exporters, the Parseable double, a test instance."""
 
+import uuid
+
 import dagster as dg
 import pytest
 
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
-from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.jobs import prune_scrape_runs, scrape_and_ship
 from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -78,3 +80,21 @@ def test_an_outage_fails_the_run_but_keeps_the_data(instance, tmp_path):
     assert "kept in the spool" in failure.event_specific_data.error.message
     assert len(list((tmp_path / "spool").glob("*.json.gz"))) == 1
     assert SECRET not in all_event_text(instance, result.run_id)
+
+
+def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
+    def add(job_name: str, status: dg.DagsterRunStatus) -> str:
+        return instance.add_run(dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status)).run_id
+
+    finished = [add("scrape_and_ship", status) for status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+    in_flight = add("scrape_and_ship", dg.DagsterRunStatus.STARTED)
+    other_job = add("rollups", dg.DagsterRunStatus.SUCCESS)
+    keep = prune_scrape_runs.execute_in_process(instance=instance)
+    assert keep.success and all(instance.has_run(run_id) for run_id in finished)
+    result = prune_scrape_runs.execute_in_process(
+        instance=instance, run_config={"ops": {"delete_old_scrape_runs": {"config": {"older_than_days": 0}}}}
+    )
+    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
+    assert output.event_specific_data.metadata["deleted_runs"].value == 2
+    assert not any(instance.has_run(run_id) for run_id in finished)
+    assert instance.has_run(in_flight) and instance.has_run(other_job)

@@ -1,0 +1,12 @@
+"""Schedules for housekeeping."""
+
+import dagster as dg
+
+from raymetrics_pipeline.jobs import prune_scrape_runs
+
+prune_scrape_runs_schedule = dg.ScheduleDefinition(
+    job=prune_scrape_runs,
+    cron_schedule="17 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every hour, delete scrape runs older than three days (change older_than_days in the run config).",
+)
