@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from raymetrics_pipeline_tests.ray_cluster import DISCOVERY_FILE_NAME, RayHead
+from raymetrics_pipeline_tests.ray_workload import add_workload_arguments
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "ray_workload.py"
@@ -441,12 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--settle", type=float, default=8.0, help="last round starts >= this long after the jobs ended")
     p.add_argument("--max-extra-rounds", type=int, default=8)
-    p.add_argument("--tasks", type=int, default=200)
-    p.add_argument("--failing", type=int, default=20)
-    p.add_argument("--actor-calls", type=int, default=50)
-    p.add_argument("--objects", type=int, default=10)
-    p.add_argument("--object-mb", type=int, default=20)
-    p.add_argument("--hold-seconds", type=float, default=25.0)
+    add_workload_arguments(p)
     p.add_argument(
         "--readme-only", action="store_true", help="re-check facts and rewrite README.md from existing files"
     )

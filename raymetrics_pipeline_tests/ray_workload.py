@@ -50,14 +50,19 @@ class Counter:
         return self.n
 
 
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload's knobs; the capture script takes the same ones and passes them on."""
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--failing", type=int, default=20)
+    parser.add_argument("--actor-calls", type=int, default=50)
+    parser.add_argument("--objects", type=int, default=10)
+    parser.add_argument("--object-mb", type=int, default=20)
+    parser.add_argument("--hold-seconds", type=float, default=25.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--tasks", type=int, default=200)
-    p.add_argument("--failing", type=int, default=20)
-    p.add_argument("--actor-calls", type=int, default=50)
-    p.add_argument("--objects", type=int, default=10)
-    p.add_argument("--object-mb", type=int, default=20)
-    p.add_argument("--hold-seconds", type=float, default=25.0)
+    add_workload_arguments(p)
     args = p.parse_args()
 
     t0 = time.time()

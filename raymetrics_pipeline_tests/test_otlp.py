@@ -2,11 +2,10 @@ import json
 import math
 
 import pytest
-from google.protobuf import json_format
-from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline_tests.otlp_messages import decode_json, decode_protobuf, point_count
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
 FIXTURES = scrape_fixtures()
@@ -15,13 +14,6 @@ RESOURCE = (("cluster_id", "prod-a"), ("env", "prod"))
 
 def convert(text: str, time_ns: int = 1_700_000_000_000_000_000) -> otlp.Conversion:
     return otlp.to_metrics(parse(text), time_ns)
-
-
-def decode_json(bodies: list[bytes]) -> metrics_pb2.MetricsData:
-    merged = metrics_pb2.MetricsData()
-    for body in bodies:
-        merged.MergeFrom(json_format.Parse(body, metrics_pb2.MetricsData()))
-    return merged
 
 
 def reject_bare_constants(name):
@@ -36,10 +28,7 @@ def test_json_decodes_to_the_same_message_as_the_protobuf_path(fixture):
     for body in bodies:
         json.loads(body, parse_constant=reject_bare_constants)
     assert decode_json(bodies) == otlp.to_proto(scrapes)
-    protobuf = metrics_pb2.MetricsData()
-    for body in otlp.encode_protobuf(scrapes):
-        protobuf.MergeFrom(metrics_pb2.MetricsData.FromString(body))
-    assert protobuf == otlp.to_proto(scrapes)
+    assert decode_protobuf(otlp.encode_protobuf(scrapes)) == otlp.to_proto(scrapes)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES[:3], ids=lambda f: f.id)
@@ -160,14 +149,7 @@ def test_requests_are_split_under_the_size_limit_without_losing_points(limit):
     scrapes = [(RESOURCE, conversion.metrics), ((), conversion.metrics)]
     bodies = otlp.JsonEncoder().encode(scrapes, limit)
     assert len(bodies) > 1 and all(len(b) <= limit for b in bodies)
-    decoded = decode_json(bodies)
-    points = sum(
-        len(getattr(m, m.WhichOneof("data")).data_points)
-        for rm in decoded.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    )
-    assert points == 2 * conversion.data_points
+    assert point_count(decode_json(bodies)) == 2 * conversion.data_points
     protobuf_bodies = otlp.encode_protobuf(scrapes, max(limit, 60_000))
     assert len(protobuf_bodies) > 1 and all(len(b) <= max(limit, 60_000) for b in protobuf_bodies)
 

@@ -1,12 +1,11 @@
 import time
 
 import pytest
-from google.protobuf import json_format
-from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import CONTENT_TYPES, ParseableClient, split_body, validate_stream_name
 from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline_tests.otlp_messages import decode_json, decode_protobuf, point_count
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
@@ -135,16 +134,5 @@ def test_split_body_halves_a_request_without_losing_points(encoding):
     content_type = CONTENT_TYPES[encoding]
     halves = split_body(body, content_type)
     assert len(halves) == 2
-    merged = metrics_pb2.MetricsData()
-    for half in halves:
-        if encoding == "json":
-            merged.MergeFrom(json_format.Parse(half, metrics_pb2.MetricsData()))
-        else:
-            merged.MergeFrom(metrics_pb2.MetricsData.FromString(half))
-    points = sum(
-        len(getattr(m, m.WhichOneof("data")).data_points)
-        for rm in merged.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    )
-    assert points == conversion.data_points
+    decoded = decode_json(halves) if encoding == "json" else decode_protobuf(halves)
+    assert point_count(decoded) == conversion.data_points
