@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import JSON, ParseableClient
-from raymetrics_pipeline.prometheus import Parser
+from raymetrics_pipeline.prometheus import parse
 from raymetrics_pipeline.scrape import ScrapeResult, scrape_all
 from raymetrics_pipeline.spool import Spool
 
@@ -61,7 +61,6 @@ class CycleReport:
 def convert_scrapes(
     results: list[ScrapeResult],
     resource_attributes: otlp.Attributes,
-    parser: Parser,
     report: CycleReport,
 ) -> list[tuple[otlp.Attributes, list[otlp.Metric]]]:
     """Parse each good scrape into one resource's metrics, noting per-target outcomes."""
@@ -71,7 +70,7 @@ def convert_scrapes(
         report.targets.append(target)
         if not result.ok:
             continue
-        exposition = parser.parse(result.body)
+        exposition = parse(result.body)
         conversion = otlp.to_metrics(exposition, result.scrape_time_unix_nano)
         errors = exposition.errors + conversion.errors
         target.samples, target.data_points, target.parse_errors = (
@@ -153,7 +152,6 @@ def run_cycle(
     scrape_timeout_seconds: float = 5.0,
     resource_attributes: otlp.Attributes = (),
     budget_seconds: float = 12.0,
-    parser: Parser | None = None,
     json_encoder: otlp.JsonEncoder | None = None,
     max_request_bytes: int = otlp.DEFAULT_MAX_REQUEST_BYTES,
 ) -> CycleReport:
@@ -162,7 +160,7 @@ def run_cycle(
     deadline = started + budget_seconds
     report = CycleReport()
     results = scrape_all(list(targets), scrape_timeout_seconds)
-    scrapes = convert_scrapes(results, resource_attributes, parser or Parser(), report)
+    scrapes = convert_scrapes(results, resource_attributes, report)
     if client.content_type == JSON:
         bodies = (json_encoder or otlp.JsonEncoder()).encode(scrapes, max_request_bytes)
     else:

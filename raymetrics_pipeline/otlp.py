@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string
+from operator import itemgetter
 
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -30,6 +31,7 @@ CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE, sen
 DEFAULT_MAX_REQUEST_BYTES = 9 * 1024 * 1024
 
 Attributes = tuple[tuple[str, str], ...]
+_first = itemgetter(0)
 
 
 @dataclass(slots=True)
@@ -108,24 +110,18 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
         if metric is None:
             metric = by_name[sample.name] = Metric(sample.name, family.help, kind)
             conversion.metrics.append(metric)
-        if not math.isfinite(sample.value):
+        if sample.value - sample.value != 0:  # NaN or ±Inf
             conversion.non_finite_values += 1
         metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
 
 
-_split_cache: dict[tuple[Attributes, str], tuple[Attributes, str | None]] = {}
-
-
 def _split_label(labels: Attributes, special: str) -> tuple[Attributes, str | None]:
-    """The series' own attributes and its ``le``/``quantile`` value; remembered across scrapes."""
-    found = _split_cache.get((labels, special))
-    if found is None:
-        if len(_split_cache) > 200_000:
-            _split_cache.clear()
-        rest = tuple(pair for pair in labels if pair[0] != special)
-        value = None if len(rest) == len(labels) else next(v for k, v in labels if k == special)
-        found = _split_cache[(labels, special)] = (rest, value)
-    return found
+    """The series' own attributes and its ``le``/``quantile`` value."""
+    keys = tuple(map(_first, labels))
+    if special not in keys:
+        return labels, None
+    index = keys.index(special)
+    return labels[:index] + labels[index + 1 :], labels[index][1]
 
 
 def _as_count(value: float) -> int | None:
@@ -256,44 +252,45 @@ def _json_double(value: float) -> str:
     return _NON_FINITE_JSON.get(value) or repr(value)
 
 
-class JsonEncoder:
-    """Writes OTLP/JSON request bodies; remembers attribute lists, which repeat every scrape."""
+class _AttributeJson(dict):
+    """``(key, value)`` → its OTLP/JSON ``KeyValue``; Ray repeats most pairs on every series."""
 
-    def __init__(self, max_cached_attribute_sets: int = 200_000) -> None:
-        self._attributes_json: dict[Attributes, str] = {}
-        self._max_cached = max_cached_attribute_sets
+    def __missing__(self, pair: tuple[str, str]) -> str:
+        text = self[pair] = f'{{"key":{_json_string(pair[0])},"value":{{"stringValue":{_json_string(pair[1])}}}}}'
+        return text
+
+
+class JsonEncoder:
+    """Writes OTLP/JSON request bodies."""
+
+    def __init__(self) -> None:
+        self._pair_json = _AttributeJson()
 
     def _attributes(self, attributes: Attributes) -> str:
-        cached = self._attributes_json.get(attributes)
-        if cached is None:
-            if len(self._attributes_json) > self._max_cached:
-                self._attributes_json.clear()
-            cached = self._attributes_json[attributes] = ",".join(
-                f'{{"key":{_json_string(key)},"value":{{"stringValue":{_json_string(value)}}}}}'
-                for key, value in attributes
-            )
-        return cached
+        return ",".join(map(self._pair_json.__getitem__, attributes))
 
     def _points(self, metric: Metric) -> Iterable[str]:
-        attributes = self._attributes
+        pair_json = self._pair_json.__getitem__
         times: dict[int, str] = {}
         for point in metric.points:
             time_text = times.get(point.time_unix_nano)
             if time_text is None:
                 time_text = times[point.time_unix_nano] = f'"timeUnixNano":"{point.time_unix_nano}"'
-            head = f'{{"attributes":[{attributes(point.attributes)}],{time_text}'
-            if metric.kind == "gauge" or metric.kind == "sum":
-                yield f'{head},"asDouble":{_json_double(point.value)}}}'
-            elif metric.kind == "histogram":
-                total = "" if point.sum is None else f',"sum":{repr(point.sum)}'
+            head = f'{{"attributes":[{",".join(map(pair_json, point.attributes))}],{time_text}'
+            if metric.kind == "histogram":
+                total = "" if point.sum is None else f',"sum":{point.sum!r}'
                 yield (
                     f'{head},"count":{point.count}{total},'
                     f'"bucketCounts":[{",".join(map(str, point.bucket_counts))}],'
                     f'"explicitBounds":[{",".join(map(repr, point.explicit_bounds))}]}}'
                 )
-            else:
+            elif metric.kind == "summary":
                 quantiles = ",".join(f'{{"quantile":{q!r},"value":{v!r}}}' for q, v in point.quantiles)
                 yield f'{head},"count":{point.count},"sum":{point.sum!r},"quantileValues":[{quantiles}]}}'
+            elif point.value - point.value == 0:  # finite
+                yield f'{head},"asDouble":{point.value!r}}}'
+            else:
+                yield f'{head},"asDouble":{_json_double(point.value)}}}'
 
     @staticmethod
     def _metric_head(metric: Metric) -> str:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -24,6 +25,7 @@ JSON = "application/json"  # exactly this: Parseable compares the whole header (
 PROTOBUF = "application/x-protobuf"
 CONTENT_TYPES = {"json": JSON, "protobuf": PROTOBUF}
 LOG_SOURCE = "otel-metrics"
+COMPRESSIONS = ("gzip", "zstd", "none")
 _STREAM_NAME_KEYWORDS = {"select", "from", "where", "group", "by", "order", "limit", "offset", "join", "and", "sql"}
 
 
@@ -137,8 +139,8 @@ class ParseableClient:
     ) -> None:
         if encoding not in CONTENT_TYPES:
             raise ValueError(f"PARSEABLE_OTLP_ENCODING={encoding!r}: use json (Parseable OSS) or protobuf")
-        if compression not in ("gzip", "none"):
-            raise ValueError(f"compression {compression!r}: use gzip or none")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"PARSEABLE_COMPRESSION={compression!r}: use one of {', '.join(COMPRESSIONS)}")
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"PARSEABLE_URL={url!r} is not an http(s) URL such as http://localhost:8000")
@@ -168,6 +170,8 @@ class ParseableClient:
     def _compress(self, body: bytes) -> tuple[bytes, dict[str, str]]:
         if self.compression == "gzip":
             return gzip.compress(body, compresslevel=1, mtime=0), {"Content-Encoding": "gzip"}
+        if self.compression == "zstd":
+            return zstandard.ZstdCompressor(level=3).compress(body), {"Content-Encoding": "zstd"}
         return body, {}
 
     def post(self, body: bytes, deadline: float, content_type: str | None = None) -> PostOutcome:

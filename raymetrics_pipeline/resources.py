@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from raymetrics_pipeline.otlp import Attributes, parse_resource_attributes
-from raymetrics_pipeline.parseable import CONTENT_TYPES, ParseableClient, validate_stream_name
+from raymetrics_pipeline.parseable import COMPRESSIONS, CONTENT_TYPES, ParseableClient, validate_stream_name
 from raymetrics_pipeline.spool import Spool
 from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
 
@@ -42,6 +42,7 @@ class ParseableResource(dg.ConfigurableResource):
     password: str | None = None
     stream: str = "raymetrics"
     otlp_encoding: str = "json"
+    compression: str = "gzip"
 
     def problem(self) -> str | None:
         """Why shipping cannot start, in words that say what to set; None when it can."""
@@ -58,6 +59,8 @@ class ParseableResource(dg.ConfigurableResource):
             )
         if self.otlp_encoding not in CONTENT_TYPES:
             return f"PARSEABLE_OTLP_ENCODING={self.otlp_encoding!r}: use json (Parseable OSS) or protobuf."
+        if self.compression not in COMPRESSIONS:
+            return f"PARSEABLE_COMPRESSION={self.compression!r}: use one of {', '.join(COMPRESSIONS)}."
         try:
             validate_stream_name(self.stream)
         except ValueError as error:
@@ -68,7 +71,9 @@ class ParseableResource(dg.ConfigurableResource):
         problem = self.problem()
         if problem:
             raise dg.Failure(description=problem)
-        return ParseableClient(self.url, self.username, self.password, self.stream, self.otlp_encoding)
+        return ParseableClient(
+            self.url, self.username, self.password, self.stream, self.otlp_encoding, self.compression
+        )
 
 
 class LocalDataResource(dg.ConfigurableResource):
@@ -121,6 +126,7 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             password=_secret("PARSEABLE_PASSWORD", environ),
             stream=environ.get("PARSEABLE_STREAM") or "raymetrics",
             otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
+            compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
         ),
         "local_data": LocalDataResource(data_dir=default_data_dir(environ)),
     }

@@ -14,7 +14,7 @@ SQL runs in a fresh DataFusion ``SessionContext`` per query, over Arrow tables p
 query window, one table per stream.
 
 Not emulated: API keys, sessions, RBAC and tenants; object storage and upload (so the count
-shortcut always answers 0); Brotli and zstd request bodies; the 1000-column cap; the
+shortcut always answers 0); Brotli request bodies; the 1000-column cap; the
 ``<name>_list`` sibling an empty first array may cause (empty arrays take the later element type);
 retention, hot tier, ``/info``, ``/counts`` and ``?date=`` stats;
 ``PUT`` stream headers other than ``X-P-Log-Source``. SQL ``now()`` reads DataFusion's real
@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import zstandard
 from datafusion import SessionContext
 from datafusion.expr import Aggregate, AggregateFunction, Projection, TableScan
 
@@ -646,8 +647,20 @@ def _extract_body(request: _Request, limit: int) -> bytes:
     if len(raw) > limit:
         raise _fail(413, PAYLOAD_TOO_LARGE)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("br", "zstd"):
+    if encoding == "br":
         raise _fail(400, f"Content-Encoding {encoding} is not supported by this test double")
+    if encoding == "zstd":
+        chunks, size = [], 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+                while chunk := reader.read(1 << 20):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise _fail(413, PAYLOAD_TOO_LARGE)
+        except zstandard.ZstdError:
+            raise _fail(400, "Can not decode content-encoding.") from None
+        return b"".join(chunks)
     if encoding not in ("gzip", "deflate"):
         return raw  # identity, or an encoding actix does not know: passed through undecoded
     decompressor = zlib.decompressobj(31 if encoding == "gzip" else 15)

@@ -14,7 +14,7 @@ import pytest
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import ParseableClient
-from raymetrics_pipeline.prometheus import Parser
+from raymetrics_pipeline.prometheus import parse
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, scrape_fixtures
 
@@ -39,11 +39,11 @@ def minute_of(time_ns: int) -> str:
 def shipped(request):
     """Every fixture scrape of one origin shipped into a fresh double; yields (double, fixtures)."""
     fixtures = [f for f in scrape_fixtures() if f.id.startswith(request.param + "/")]
-    parser, encoder = Parser(), otlp.JsonEncoder()
+    encoder = otlp.JsonEncoder()
     with ParseableDouble() as parseable, ParseableClient(parseable.url, "admin", "admin") as client:
         for fixture in sorted(fixtures, key=lambda f: f.scrape_time_unix_nano):
             parseable.set_now(datetime.fromtimestamp(fixture.scrape_time_unix_nano / 1e9, UTC))
-            conversion = otlp.to_metrics(parser.parse(fixture.text()), fixture.scrape_time_unix_nano)
+            conversion = otlp.to_metrics(parse(fixture.text()), fixture.scrape_time_unix_nano)
             for body in encoder.encode([((), conversion.metrics)]):
                 assert client.post(body, time.monotonic() + 10).sent
         yield parseable, fixtures

@@ -136,3 +136,14 @@ def test_split_body_halves_a_request_without_losing_points(encoding):
     assert len(halves) == 2
     decoded = decode_json(halves) if encoding == "json" else decode_protobuf(halves)
     assert point_count(decoded) == conversion.data_points
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_other_compressions_arrive_whole(parseable, compression):
+    body, points = fixture_body()
+    with client(parseable, compression=compression) as c:
+        outcome = c.post(body, time.monotonic() + 10)
+    assert outcome.sent and len(parseable.rows("raymetrics")) == points
+    assert parseable.requests[-1].headers.get("content-encoding") == (None if compression == "none" else "zstd")
+    if compression == "zstd":
+        assert outcome.bytes_sent < outcome.bytes_raw / 10

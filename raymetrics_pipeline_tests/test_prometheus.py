@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raymetrics_pipeline.prometheus import Parser, parse
+from raymetrics_pipeline.prometheus import parse
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
 FIXTURES = scrape_fixtures()
@@ -130,13 +130,21 @@ def test_a_malformed_line_is_reported_and_the_rest_kept(bad_line):
     assert {f.name for f in exposition.families} == {"good_before", "good_after"}
 
 
-def test_cached_label_sets_give_the_same_result_across_scrapes():
-    parser = Parser()
-    text = FIXTURES[0].text()
-    first, second = parser.parse(text), parser.parse(text)
-    assert [(s.name, s.labels, s.value) for f in first.families for s in f.samples] == [
-        (s.name, s.labels, s.value) for f in second.families for s in f.samples
-    ]
+@pytest.mark.parametrize("fixture", FIXTURES[:6], ids=lambda f: f.id)
+def test_line_by_line_reading_agrees_with_the_fast_path(fixture):
+    """Leading blanks and CRLF endings send every line down the general path; the result must not change."""
+
+    def flat(exposition):
+        return [
+            (f.name, f.type, f.help, s.name, s.labels, s.value, s.line_no)
+            for f in exposition.families
+            for s in f.samples
+        ]
+
+    text = fixture.text()
+    unusual = "\r\n".join(" " + line for line in text.split("\n"))
+    assert flat(parse(unusual)) == flat(parse(text))
+    assert parse(unusual).errors == []
 
 
 def escape(value: str) -> str:
@@ -152,6 +160,6 @@ def escape(value: str) -> str:
 )
 def test_label_values_round_trip_through_escaping(pairs):
     line = "m{" + ",".join(f'{k}="{escape(v)}"' for k, v in pairs) + "} 1\n"
-    exposition = Parser().parse(line)
+    exposition = parse(line)
     assert exposition.errors == []
     assert exposition.families[0].samples[0].labels == tuple(pairs)
