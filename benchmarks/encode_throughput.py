@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raymetrics_pipeline import otlp  # noqa: E402
-from raymetrics_pipeline.prometheus import parse  # noqa: E402
+from raymetrics_pipeline.prometheus import NO_LABELS, parse  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def ours(texts: list[tuple[str, int]], compress=lambda body: gzip.compress(body,
         encoder = otlp.JsonEncoder()
         exposition = parse(text)
         samples += exposition.sample_count
-        for body in encoder.encode([((), otlp.to_metrics(exposition, time_ns).metrics)]):
+        for body in encoder.encode([(NO_LABELS, otlp.to_metrics(exposition, time_ns).metrics)]):
             compress(body)
     return samples
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import JSON, ParseableClient
-from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline.scrape import ScrapeResult, scrape_all
 from raymetrics_pipeline.spool import Spool
 
@@ -60,9 +60,9 @@ class CycleReport:
 
 def convert_scrapes(
     results: list[ScrapeResult],
-    resource_attributes: otlp.Attributes,
+    resource_attributes: LabelSet,
     report: CycleReport,
-) -> list[tuple[otlp.Attributes, list[otlp.Metric]]]:
+) -> list[tuple[LabelSet, list[otlp.Metric]]]:
     """Parse each good scrape into one resource's metrics, noting per-target outcomes."""
     scrapes = []
     for result in results:
@@ -150,7 +150,7 @@ def run_cycle(
     client: ParseableClient,
     spool: Spool,
     scrape_timeout_seconds: float = 5.0,
-    resource_attributes: otlp.Attributes = (),
+    resource_attributes: LabelSet = NO_LABELS,
     budget_seconds: float = 12.0,
     json_encoder: otlp.JsonEncoder | None = None,
     max_request_bytes: int = otlp.DEFAULT_MAX_REQUEST_BYTES,

@@ -18,32 +18,31 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string
-from operator import itemgetter
 
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from raymetrics_pipeline.prometheus import Exposition, MetricFamily, ParseError
+from raymetrics_pipeline.prometheus import NO_LABELS, Exposition, LabelSet, MetricFamily, ParseError
 
 CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE, sent as an integer
 # Parseable refuses more than 10 MiB decompressed (P_MAX_EVENT_PAYLOAD_SIZE); keep a margin.
 DEFAULT_MAX_REQUEST_BYTES = 9 * 1024 * 1024
 
-Attributes = tuple[tuple[str, str], ...]
-_first = itemgetter(0)
+# The dict key of a series: its label names and values.
+SeriesKey = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(slots=True)
 class NumberPoint:
-    attributes: Attributes
+    attributes: LabelSet
     time_unix_nano: int
     value: float
 
 
 @dataclass(slots=True)
 class HistogramPoint:
-    attributes: Attributes
+    attributes: LabelSet
     time_unix_nano: int
     count: int
     sum: float | None
@@ -53,7 +52,7 @@ class HistogramPoint:
 
 @dataclass(slots=True)
 class SummaryPoint:
-    attributes: Attributes
+    attributes: LabelSet
     time_unix_nano: int
     count: int
     sum: float
@@ -115,13 +114,24 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
         metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
 
 
-def _split_label(labels: Attributes, special: str) -> tuple[Attributes, str | None]:
-    """The series' own attributes and its ``le``/``quantile`` value."""
-    keys = tuple(map(_first, labels))
-    if special not in keys:
-        return labels, None
-    index = keys.index(special)
-    return labels[:index] + labels[index + 1 :], labels[index][1]
+# (label names, "le" or "quantile") → where that label sits and the names without it.
+_cuts: dict[tuple[tuple[str, ...], str], tuple[int, tuple[str, ...]] | None] = {}
+
+
+def _split_label(labels: LabelSet, special: str) -> tuple[SeriesKey, str | None]:
+    """The series' own labels (as a dict key) and its ``le``/``quantile`` value."""
+    cut_key = (labels.keys, special)
+    if cut_key not in _cuts:
+        if len(_cuts) > 10_000:
+            _cuts.clear()
+        index = labels.keys.index(special) if special in labels.keys else -1
+        _cuts[cut_key] = None if index < 0 else (index, labels.keys[:index] + labels.keys[index + 1 :])
+    cut = _cuts[cut_key]
+    if cut is None:
+        return (labels.keys, labels.values), None
+    index, keys = cut
+    values = labels.values
+    return (keys, values[:index] + values[index + 1 :]), values[index]
 
 
 def _as_count(value: float) -> int | None:
@@ -138,12 +148,12 @@ class _Series:
     count: float | None = None
 
 
-def _group_series(family: MetricFamily, special: str, conversion: Conversion) -> dict[Attributes, _Series]:
-    series: dict[Attributes, _Series] = {}
+def _group_series(family: MetricFamily, special: str, conversion: Conversion) -> dict[SeriesKey, _Series]:
+    series: dict[SeriesKey, _Series] = {}
     sum_name, count_name = family.name + "_sum", family.name + "_count"
     for sample in family.samples:
         if sample.name == sum_name or sample.name == count_name:
-            key = sample.labels
+            key = (sample.labels.keys, sample.labels.values)
             entry = series.get(key) or series.setdefault(key, _Series(sample))
             if sample.name == sum_name:
                 entry.sum = sample.value
@@ -172,7 +182,7 @@ def _group_series(family: MetricFamily, special: str, conversion: Conversion) ->
 
 def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
     metric = Metric(family.name, family.help, "histogram")
-    for attributes, entry in _group_series(family, "le", conversion).items():
+    for (keys, values), entry in _group_series(family, "le", conversion).items():
         entry.buckets.sort()
         bounds = [bound for bound, _ in entry.buckets if bound != math.inf]
         cumulative = [_as_count(value) for bound, value in entry.buckets if bound != math.inf]
@@ -194,16 +204,15 @@ def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conve
         if total is not None and not math.isfinite(total):
             conversion.non_finite_values += 1
             total = None
-        metric.points.append(
-            HistogramPoint(attributes, _time(entry.first_sample, scrape_time), count, total, bounds, per_bucket)
-        )
+        time_unix_nano = _time(entry.first_sample, scrape_time)
+        metric.points.append(HistogramPoint(LabelSet(keys, values), time_unix_nano, count, total, bounds, per_bucket))
     if metric.points:
         conversion.metrics.append(metric)
 
 
 def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
     metric = Metric(family.name, family.help, "summary")
-    for attributes, entry in _group_series(family, "quantile", conversion).items():
+    for (keys, values), entry in _group_series(family, "quantile", conversion).items():
         count = _as_count(entry.count if entry.count is not None else math.nan)
         if count is None:
             conversion.errors.append(
@@ -222,7 +231,8 @@ def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Convers
                 quantiles.append((quantile, value))
             else:
                 conversion.non_finite_values += 1
-        metric.points.append(SummaryPoint(attributes, _time(entry.first_sample, scrape_time), count, total, quantiles))
+        time_unix_nano = _time(entry.first_sample, scrape_time)
+        metric.points.append(SummaryPoint(LabelSet(keys, values), time_unix_nano, count, total, quantiles))
     if metric.points:
         conversion.metrics.append(metric)
 
@@ -230,7 +240,7 @@ def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Convers
 # --- OTLP/JSON -----------------------------------------------------------------------
 
 
-def parse_resource_attributes(text: str) -> Attributes:
+def parse_resource_attributes(text: str) -> LabelSet:
     """``k=v,k2=v2`` as in RAYMETRICS_RESOURCE_ATTRIBUTES (and OTEL_RESOURCE_ATTRIBUTES)."""
     pairs = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -240,7 +250,7 @@ def parse_resource_attributes(text: str) -> Attributes:
                 f"RAYMETRICS_RESOURCE_ATTRIBUTES: {item!r} is not key=value; write it like cluster_id=prod-a,env=prod"
             )
         pairs.append((key.strip(), value.strip()))
-    return tuple(pairs)
+    return LabelSet(tuple(k for k, _ in pairs), tuple(v for _, v in pairs)) if pairs else NO_LABELS
 
 
 _NON_FINITE_JSON = {math.inf: '"Infinity"', -math.inf: '"-Infinity"'}
@@ -253,7 +263,7 @@ def _json_double(value: float) -> str:
 
 
 class _AttributeJson(dict):
-    """``(key, value)`` → its OTLP/JSON ``KeyValue``; Ray repeats most pairs on every series."""
+    """``(key, value)`` → its OTLP/JSON ``KeyValue``; most pairs (session, node, version) repeat on every series."""
 
     def __missing__(self, pair: tuple[str, str]) -> str:
         text = self[pair] = f'{{"key":{_json_string(pair[0])},"value":{{"stringValue":{_json_string(pair[1])}}}}}'
@@ -266,17 +276,17 @@ class JsonEncoder:
     def __init__(self) -> None:
         self._pair_json = _AttributeJson()
 
-    def _attributes(self, attributes: Attributes) -> str:
+    def _attributes(self, attributes: LabelSet) -> str:
         return ",".join(map(self._pair_json.__getitem__, attributes))
 
     def _points(self, metric: Metric) -> Iterable[str]:
-        pair_json = self._pair_json.__getitem__
+        attributes = self._attributes
         times: dict[int, str] = {}
         for point in metric.points:
             time_text = times.get(point.time_unix_nano)
             if time_text is None:
                 time_text = times[point.time_unix_nano] = f'"timeUnixNano":"{point.time_unix_nano}"'
-            head = f'{{"attributes":[{",".join(map(pair_json, point.attributes))}],{time_text}'
+            head = f'{{"attributes":[{attributes(point.attributes)}],{time_text}'
             if metric.kind == "histogram":
                 total = "" if point.sum is None else f',"sum":{point.sum!r}'
                 yield (
@@ -304,7 +314,7 @@ class JsonEncoder:
 
     def encode(
         self,
-        scrapes: Sequence[tuple[Attributes, Sequence[Metric]]],
+        scrapes: Sequence[tuple[LabelSet, Sequence[Metric]]],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> list[bytes]:
         """One ``ResourceMetrics`` per scrape, packed into bodies of at most ``max_request_bytes``.
@@ -354,7 +364,7 @@ class JsonEncoder:
 # --- OTLP/protobuf -------------------------------------------------------------------
 
 
-def _proto_attributes(target, attributes: Attributes) -> None:
+def _proto_attributes(target, attributes: LabelSet) -> None:
     for key, value in attributes:
         target.add(key=key, value=common_pb2.AnyValue(string_value=value))
 
@@ -394,7 +404,7 @@ def to_proto_metric(metric: Metric) -> metrics_pb2.Metric:
     return message
 
 
-def _resource(attributes: Attributes) -> resource_pb2.Resource | None:
+def _resource(attributes: LabelSet) -> resource_pb2.Resource | None:
     if not attributes:
         return None
     resource = resource_pb2.Resource()
@@ -402,7 +412,7 @@ def _resource(attributes: Attributes) -> resource_pb2.Resource | None:
     return resource
 
 
-def to_proto(scrapes: Sequence[tuple[Attributes, Sequence[Metric]]]) -> metrics_pb2.MetricsData:
+def to_proto(scrapes: Sequence[tuple[LabelSet, Sequence[Metric]]]) -> metrics_pb2.MetricsData:
     """All scrapes in one message, one ``ResourceMetrics`` per scrape."""
     data = metrics_pb2.MetricsData()
     for resource_attributes, metrics in scrapes:
@@ -412,7 +422,7 @@ def to_proto(scrapes: Sequence[tuple[Attributes, Sequence[Metric]]]) -> metrics_
 
 
 def encode_protobuf(
-    scrapes: Sequence[tuple[Attributes, Sequence[Metric]]],
+    scrapes: Sequence[tuple[LabelSet, Sequence[Metric]]],
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> list[bytes]:
     """OTLP/protobuf bodies of at most ``max_request_bytes``, split between metrics."""

@@ -37,10 +37,42 @@ _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
 _TIMESTAMP_RE = re.compile(r"-?[0-9]+")
 
 
+class LabelSet:
+    """A series' label names and values, in exposition order; iterates as ``(name, value)`` pairs.
+
+    Names and values are kept as two tuples because every series of a family shares one
+    names tuple: converting and encoding then work per layout, not per label.
+    """
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: tuple[str, ...], values: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.values = values
+
+    def __iter__(self):
+        return zip(self.keys, self.values, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelSet) and self.keys == other.keys and self.values == other.values
+
+    def __hash__(self) -> int:
+        return hash((self.keys, self.values))
+
+    def __repr__(self) -> str:
+        return f"LabelSet({tuple(self)!r})"
+
+
+NO_LABELS = LabelSet((), ())
+
+
 @dataclass(slots=True)
 class Sample:
     name: str
-    labels: tuple[tuple[str, str], ...]
+    labels: LabelSet
     value: float
     timestamp_ms: int | None
     line_no: int
@@ -102,25 +134,24 @@ def _keys_of_layout(pieces: tuple[str, ...]) -> tuple[str, ...] | None:
     return _key_layouts[pieces]
 
 
-def parse_labels(text: str) -> tuple[tuple[str, str], ...]:
+def parse_labels(text: str) -> LabelSet:
     """The pairs inside ``{...}``, unescaped, in exposition order."""
     if "\\" not in text:
         # Without escapes, quotes only delimit values: splitting on them gives the pieces
         # ``,name=`` and the values in turn, at C speed.
         pieces = ("," + text).split('"')
         if len(pieces) % 2 == 1 and pieces[-1] in ("", ","):
-            keys = _keys_of_layout(tuple(pieces[0:-1:2]))
+            layout = tuple(pieces[0:-1:2])
+            keys = _key_layouts[layout] if layout in _key_layouts else _keys_of_layout(layout)
             if keys is not None:
-                return tuple(zip(keys, pieces[1::2], strict=True))
+                return LabelSet(keys, tuple(pieces[1::2]))
     if not _LABELS_RE.fullmatch(text):
         raise _LineError("malformed label set")
-    labels = tuple(
-        (key, _unescape(value, _LABEL_ESCAPES, strict=True) if "\\" in value else value)
-        for key, value in _PAIR_RE.findall(text)
-    )
-    if len(dict(labels)) != len(labels):
+    pairs = _PAIR_RE.findall(text)
+    keys = tuple(key for key, _ in pairs)
+    if len(set(keys)) != len(keys):
         raise _LineError("duplicate label name")
-    return labels
+    return LabelSet(keys, tuple(_unescape(v, _LABEL_ESCAPES, strict=True) if "\\" in v else v for _, v in pairs))
 
 
 def parse(text: str) -> Exposition:
@@ -128,7 +159,7 @@ def parse(text: str) -> Exposition:
     families: dict[str, MetricFamily] = {}
     owner_of_sample_name: dict[str, MetricFamily] = {}
     # Histogram _sum/_count lines and some other series repeat a label text within a scrape.
-    labels_by_text: dict[str, tuple[tuple[str, str], ...]] = {}
+    labels_by_text: dict[str, LabelSet] = {}
     errors: list[ParseError] = []
     sample_count = 0
 
@@ -150,7 +181,7 @@ def parse(text: str) -> Exposition:
             brace = line.find("{")
             if brace < 0:
                 name, *value_parts = line.split()
-                labels = ()
+                labels = NO_LABELS
             else:
                 close = line.rfind("}")
                 if close < brace:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from raymetrics_pipeline.otlp import Attributes, parse_resource_attributes
+from raymetrics_pipeline.otlp import parse_resource_attributes
 from raymetrics_pipeline.parseable import COMPRESSIONS, CONTENT_TYPES, ParseableClient, validate_stream_name
+from raymetrics_pipeline.prometheus import LabelSet
 from raymetrics_pipeline.spool import Spool
 from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
 
@@ -30,7 +31,7 @@ class RayMetricsSource(dg.ConfigurableResource):
     def discover(self) -> Discovery:
         return discover(TargetSettings(self.targets, self.dashboard_url, self.discovery_file, self.host_override))
 
-    def attributes(self) -> Attributes:
+    def attributes(self) -> LabelSet:
         return parse_resource_attributes(self.resource_attributes)
 
 

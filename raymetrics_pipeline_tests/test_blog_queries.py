@@ -14,7 +14,7 @@ import pytest
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import ParseableClient
-from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline.prometheus import NO_LABELS, parse
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, scrape_fixtures
 
@@ -44,7 +44,7 @@ def shipped(request):
         for fixture in sorted(fixtures, key=lambda f: f.scrape_time_unix_nano):
             parseable.set_now(datetime.fromtimestamp(fixture.scrape_time_unix_nano / 1e9, UTC))
             conversion = otlp.to_metrics(parse(fixture.text()), fixture.scrape_time_unix_nano)
-            for body in encoder.encode([((), conversion.metrics)]):
+            for body in encoder.encode([(NO_LABELS, conversion.metrics)]):
                 assert client.post(body, time.monotonic() + 10).sent
         yield parseable, fixtures
 

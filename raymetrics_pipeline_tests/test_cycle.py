@@ -4,7 +4,7 @@ import socket
 
 from raymetrics_pipeline.cycle import run_cycle
 from raymetrics_pipeline.parseable import ParseableClient
-from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline.prometheus import LabelSet, parse
 from raymetrics_pipeline.spool import Spool
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -28,7 +28,7 @@ def test_a_cycle_ships_every_target_and_reports_each(tmp_path):
                 [ray.target, odd.target, down.target],
                 client,
                 Spool(tmp_path),
-                resource_attributes=(("cluster_id", "c1"),),
+                resource_attributes=LabelSet(("cluster_id",), ("c1",)),
             )
         rows = parseable.rows("raymetrics")
     by_target = {t.target: t for t in report.targets}

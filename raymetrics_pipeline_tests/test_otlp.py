@@ -4,12 +4,12 @@ import math
 import pytest
 
 from raymetrics_pipeline import otlp
-from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline_tests.otlp_messages import decode_json, decode_protobuf, point_count
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
 FIXTURES = scrape_fixtures()
-RESOURCE = (("cluster_id", "prod-a"), ("env", "prod"))
+RESOURCE = LabelSet(("cluster_id", "env"), ("prod-a", "prod"))
 
 
 def convert(text: str, time_ns: int = 1_700_000_000_000_000_000) -> otlp.Conversion:
@@ -35,7 +35,7 @@ def test_json_decodes_to_the_same_message_as_the_protobuf_path(fixture):
 def test_json_is_in_the_shape_parseable_oss_keeps(fixture):
     """Integer enums, asDouble numbers, no asInt strings, no exemplars, every point stamped."""
     conversion = convert(fixture.text(), fixture.scrape_time_unix_nano)
-    (body,) = otlp.JsonEncoder().encode([((), conversion.metrics)])
+    (body,) = otlp.JsonEncoder().encode([(NO_LABELS, conversion.metrics)])
     document = json.loads(body)
     (resource_metrics,) = document["resourceMetrics"]
     assert "resource" not in resource_metrics  # as Fluent Bit: no resource unless configured
@@ -62,7 +62,7 @@ def test_labels_are_attributes_verbatim_with_empty_values_kept():
     conversion = convert('ray_tasks{JobId="",NodeAddress="10.0.0.1",State="FAILED",Version="2.60.0"} 3\n')
     (metric,) = conversion.metrics
     assert metric.kind == "gauge"
-    assert metric.points[0].attributes == (
+    assert tuple(metric.points[0].attributes) == (
         ("JobId", ""),
         ("NodeAddress", "10.0.0.1"),
         ("State", "FAILED"),
@@ -91,7 +91,7 @@ lat_sum{route="/b"} NaN
     conversion = convert(text)
     (metric,) = conversion.metrics
     first, second = metric.points
-    assert first.attributes == (("route", "/a"),)
+    assert tuple(first.attributes) == (("route", "/a"),)
     assert (first.explicit_bounds, first.bucket_counts, first.count, first.sum) == ([0.1, 1.0], [2, 3, 1], 6, 4.2)
     assert (second.bucket_counts, second.count, second.sum) == ([0, 1], 1, None)
     assert conversion.non_finite_values == 1 and metric.description == "Latency."
@@ -112,7 +112,7 @@ rpc_count{method="a"} 10
 
 def test_non_finite_gauge_values_follow_the_proto3_json_mapping():
     conversion = convert("a NaN\nb +Inf\nc -Inf\n")
-    (body,) = otlp.JsonEncoder().encode([((), conversion.metrics)])
+    (body,) = otlp.JsonEncoder().encode([(NO_LABELS, conversion.metrics)])
     values = [
         m["gauge"]["dataPoints"][0]["asDouble"]
         for m in json.loads(body)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
@@ -146,7 +146,7 @@ def test_exposition_timestamps_override_the_scrape_time():
 def test_requests_are_split_under_the_size_limit_without_losing_points(limit):
     largest = max(FIXTURES, key=lambda f: f.path.stat().st_size)
     conversion = convert(largest.text(), largest.scrape_time_unix_nano)
-    scrapes = [(RESOURCE, conversion.metrics), ((), conversion.metrics)]
+    scrapes = [(RESOURCE, conversion.metrics), (NO_LABELS, conversion.metrics)]
     bodies = otlp.JsonEncoder().encode(scrapes, limit)
     assert len(bodies) > 1 and all(len(b) <= limit for b in bodies)
     assert point_count(decode_json(bodies)) == 2 * conversion.data_points
@@ -156,6 +156,6 @@ def test_requests_are_split_under_the_size_limit_without_losing_points(limit):
 
 def test_resource_attributes_setting():
     assert otlp.parse_resource_attributes(" cluster_id=prod-a, env=prod ,") == RESOURCE
-    assert otlp.parse_resource_attributes("") == ()
+    assert otlp.parse_resource_attributes("") == NO_LABELS
     with pytest.raises(ValueError, match="RAYMETRICS_RESOURCE_ATTRIBUTES"):
         otlp.parse_resource_attributes("cluster_id")

@@ -4,7 +4,7 @@ import pytest
 
 from raymetrics_pipeline import otlp
 from raymetrics_pipeline.parseable import CONTENT_TYPES, ParseableClient, split_body, validate_stream_name
-from raymetrics_pipeline.prometheus import parse
+from raymetrics_pipeline.prometheus import NO_LABELS, parse
 from raymetrics_pipeline_tests.otlp_messages import decode_json, decode_protobuf, point_count
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
@@ -21,7 +21,7 @@ def parseable():
 
 def fixture_body() -> tuple[bytes, int]:
     conversion = otlp.to_metrics(parse(FIXTURE.text()), FIXTURE.scrape_time_unix_nano)
-    (body,) = otlp.JsonEncoder().encode([((), conversion.metrics)])
+    (body,) = otlp.JsonEncoder().encode([(NO_LABELS, conversion.metrics)])
     return body, conversion.data_points
 
 
@@ -88,9 +88,9 @@ def test_refusals_say_what_to_fix_and_never_show_the_secret(parseable, setup, st
     password = "wrong-" + SECRET if setup == "wrong_password" else SECRET
     conversion = otlp.to_metrics(parse("m 1\n"), 1)
     bodies = (
-        otlp.encode_protobuf([((), conversion.metrics)])
+        otlp.encode_protobuf([(NO_LABELS, conversion.metrics)])
         if setup == "protobuf"
-        else otlp.JsonEncoder().encode([((), conversion.metrics)])
+        else otlp.JsonEncoder().encode([(NO_LABELS, conversion.metrics)])
     )
     with client(parseable, password=password, **options) as c:
         outcome = c.post(bodies[0], time.monotonic() + 5)
@@ -126,7 +126,7 @@ def test_settings_are_checked_before_anything_is_sent():
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
 def test_split_body_halves_a_request_without_losing_points(encoding):
     conversion = otlp.to_metrics(parse(FIXTURE.text()), FIXTURE.scrape_time_unix_nano)
-    scrapes = [((), conversion.metrics)]
+    scrapes = [(NO_LABELS, conversion.metrics)]
     if encoding == "json":
         (body,) = otlp.JsonEncoder().encode(scrapes)
     else:
