@@ -24,11 +24,10 @@ _OWNED_SUFFIXES = {
     "summary": ("", "_sum", "_count"),
 }
 
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_NAME_RE = re.compile(_NAME)
-_PAIR = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\.)*"[ \t]*'
-# Label sets with blanks or escapes go through these general patterns.
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _PLAIN_KEY_PIECE_RE = re.compile(r",[a-zA-Z_][a-zA-Z0-9_]*=")
+# Label sets with blanks or escapes go through these general patterns.
+_PAIR = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\.)*"[ \t]*'
 _LABELS_RE = re.compile(rf"(?:{_PAIR}(?:,{_PAIR})*,?)?[ \t]*")
 _PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"')
 _ESCAPE_RE = re.compile(r"\\(.)")
@@ -122,15 +121,15 @@ def _unescape(text: str, escapes: dict[str, str], strict: bool) -> str:
 # ``,name=`` pieces of a plain label set → its label names, or None when the pieces are not
 # plain names. A family's series share one layout, so this is a dict lookup for most lines.
 _key_layouts: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+_UNSEEN = object()
 
 
-def _keys_of_layout(pieces: tuple[str, ...]) -> tuple[str, ...] | None:
-    if pieces not in _key_layouts:
-        if len(_key_layouts) > 10_000:
-            _key_layouts.clear()
-        keys = tuple(piece[1:-1] for piece in pieces)
-        plain = len(set(keys)) == len(keys) and all(_PLAIN_KEY_PIECE_RE.fullmatch(piece) for piece in pieces)
-        _key_layouts[pieces] = keys if plain else None  # duplicates are reported by the general path
+def _learn_layout(pieces: tuple[str, ...]) -> tuple[str, ...] | None:
+    if len(_key_layouts) > 10_000:
+        _key_layouts.clear()
+    keys = tuple(piece[1:-1] for piece in pieces)
+    plain = len(set(keys)) == len(keys) and all(_PLAIN_KEY_PIECE_RE.fullmatch(piece) for piece in pieces)
+    _key_layouts[pieces] = keys if plain else None  # duplicates are reported by the general path
     return _key_layouts[pieces]
 
 
@@ -142,7 +141,9 @@ def parse_labels(text: str) -> LabelSet:
         pieces = ("," + text).split('"')
         if len(pieces) % 2 == 1 and pieces[-1] in ("", ","):
             layout = tuple(pieces[0:-1:2])
-            keys = _key_layouts[layout] if layout in _key_layouts else _keys_of_layout(layout)
+            keys = _key_layouts.get(layout, _UNSEEN)
+            if keys is _UNSEEN:
+                keys = _learn_layout(layout)
             if keys is not None:
                 return LabelSet(keys, tuple(pieces[1::2]))
     if not _LABELS_RE.fullmatch(text):
