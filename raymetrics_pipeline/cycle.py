@@ -122,7 +122,8 @@ def deliver(
     for spooled in spool.pending() if healthy else []:
         if time.monotonic() >= deadline - 0.5:
             break
-        outcome = client.post(spooled.read(), deadline, spooled.content_type)
+        body = spooled.read()
+        outcome = client.post(body, deadline, spooled.content_type)
         _count(outcome, report)
         if outcome.sent:
             spool.remove(spooled)
@@ -131,7 +132,7 @@ def deliver(
         report.delivery_errors.append(f"spooled {spooled.path.name}: {outcome.error}")
         if not outcome.rejected:
             break
-        spool.reject(spooled.read(), spooled.content_type)
+        spool.reject(body, spooled.content_type)
         spool.remove(spooled)
         report.bodies_rejected += 1
     report.spool_pending = len(spool.pending())

@@ -92,11 +92,14 @@ def scrape_and_ship_metrics(
                 metadata=metadata,
             )
         )
-    if report.delivery_errors:
+    for error in report.delivery_errors:
+        context.log.warning(error)
+    if report.bodies_spooled or report.bodies_rejected:
         raise dg.Failure(
             description=(
-                f"Delivery to Parseable failed; {report.bodies_spooled} request(s) kept in the spool for the next "
-                f"run ({report.spool_pending} pending). First error: {report.delivery_errors[0]}"
+                f"Delivery to Parseable failed: {report.bodies_spooled} request(s) kept in the spool for the next "
+                f"run ({report.spool_pending} pending), {report.bodies_rejected} refused for good and set aside in "
+                f"spool/rejected. First error: {report.delivery_errors[0]}"
             ),
             metadata=metadata,
         )

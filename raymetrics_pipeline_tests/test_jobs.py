@@ -98,3 +98,14 @@ def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
     assert output.event_specific_data.metadata["deleted_runs"].value == 2
     assert not any(instance.has_run(run_id) for run_id in finished)
     assert instance.has_run(in_flight) and instance.has_run(other_job)
+
+
+def test_a_refused_request_fails_the_run_and_is_set_aside(instance, tmp_path):
+    with Exporter("m 1\n") as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
+        parseable.fail_next(400, body="Could not deserialize into JSON object")
+        result = scrape_and_ship.execute_in_process(
+            resources=resources(parseable.url, ray.target, tmp_path), instance=instance, raise_on_error=False
+        )
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    assert "1 refused for good" in failure.event_specific_data.error.message
+    assert len(list((tmp_path / "spool" / "rejected").glob("*.json.gz"))) == 1
