@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from raymetrics_pipeline.otlp import parse_resource_attributes
-from raymetrics_pipeline.parseable import COMPRESSIONS, CONTENT_TYPES, ParseableClient, validate_stream_name
+from raymetrics_pipeline.parseable import ParseableClient
 from raymetrics_pipeline.prometheus import LabelSet
 from raymetrics_pipeline.spool import Spool
 from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
@@ -58,23 +58,22 @@ class ParseableResource(dg.ConfigurableResource):
                 "PARSEABLE_URL is set but PARSEABLE_USERNAME and PARSEABLE_PASSWORD are not both set: "
                 "set them to a Parseable user allowed to ingest (Parseable's own defaults are P_USERNAME / P_PASSWORD)."
             )
-        if self.otlp_encoding not in CONTENT_TYPES:
-            return f"PARSEABLE_OTLP_ENCODING={self.otlp_encoding!r}: use json (Parseable OSS) or protobuf."
-        if self.compression not in COMPRESSIONS:
-            return f"PARSEABLE_COMPRESSION={self.compression!r}: use one of {', '.join(COMPRESSIONS)}."
         try:
-            validate_stream_name(self.stream)
+            self._new_client().close()  # the client checks the URL, dataset name, encoding and compression
         except ValueError as error:
             return str(error)
         return None
+
+    def _new_client(self) -> ParseableClient:
+        return ParseableClient(
+            self.url, self.username, self.password, self.stream, self.otlp_encoding, self.compression
+        )
 
     def client(self) -> ParseableClient:
         problem = self.problem()
         if problem:
             raise dg.Failure(description=problem)
-        return ParseableClient(
-            self.url, self.username, self.password, self.stream, self.otlp_encoding, self.compression
-        )
+        return self._new_client()
 
 
 class LocalDataResource(dg.ConfigurableResource):
