@@ -109,7 +109,7 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
         if metric is None:
             metric = by_name[sample.name] = Metric(sample.name, family.help, kind)
             conversion.metrics.append(metric)
-        if sample.value - sample.value != 0:  # NaN or ±Inf
+        if not math.isfinite(sample.value):
             conversion.non_finite_values += 1
         metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
 
@@ -297,8 +297,6 @@ class JsonEncoder:
             elif metric.kind == "summary":
                 quantiles = ",".join(f'{{"quantile":{q!r},"value":{v!r}}}' for q, v in point.quantiles)
                 yield f'{head},"count":{point.count},"sum":{point.sum!r},"quantileValues":[{quantiles}]}}'
-            elif point.value - point.value == 0:  # finite
-                yield f'{head},"asDouble":{point.value!r}}}'
             else:
                 yield f'{head},"asDouble":{_json_double(point.value)}}}'
 
