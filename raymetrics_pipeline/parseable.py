@@ -9,7 +9,6 @@ the password or the Authorization header.
 from __future__ import annotations
 
 import email.utils
-import gzip
 import json
 import random
 import time
@@ -19,6 +18,7 @@ import httpx
 import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from isal import igzip
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 JSON = "application/json"  # exactly this: Parseable compares the whole header (contract §1.3)
@@ -26,6 +26,21 @@ PROTOBUF = "application/x-protobuf"
 CONTENT_TYPES = {"json": JSON, "protobuf": PROTOBUF}
 LOG_SOURCE = "otel-metrics"
 COMPRESSIONS = ("gzip", "zstd", "none")
+
+
+def compress(body: bytes, compression: str) -> tuple[bytes, dict[str, str]]:
+    """The request payload and its ``Content-Encoding`` header.
+
+    gzip comes from ISA-L (``isal``): standard gzip, about 6x faster than zlib's level 1 on
+    OTLP/JSON and a little smaller, which matters when every run has a 15 s tick.
+    """
+    if compression == "gzip":
+        return igzip.compress(body, 1, mtime=0), {"Content-Encoding": "gzip"}
+    if compression == "zstd":
+        return zstandard.ZstdCompressor(level=3).compress(body), {"Content-Encoding": "zstd"}
+    return body, {}
+
+
 _STREAM_NAME_KEYWORDS = {"select", "from", "where", "group", "by", "order", "limit", "offset", "join", "and", "sql"}
 
 
@@ -167,13 +182,6 @@ class ParseableClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _compress(self, body: bytes) -> tuple[bytes, dict[str, str]]:
-        if self.compression == "gzip":
-            return gzip.compress(body, compresslevel=1, mtime=0), {"Content-Encoding": "gzip"}
-        if self.compression == "zstd":
-            return zstandard.ZstdCompressor(level=3).compress(body), {"Content-Encoding": "zstd"}
-        return body, {}
-
     def post(self, body: bytes, deadline: float, content_type: str | None = None) -> PostOutcome:
         """POST one uncompressed OTLP body, retrying until ``deadline`` (``time.monotonic()``)."""
         content_type = content_type or self.content_type
@@ -201,7 +209,7 @@ class ParseableClient:
         return outcome
 
     def _post_one(self, body: bytes, content_type: str, deadline: float) -> PostOutcome:
-        payload, headers = self._compress(body)
+        payload, headers = compress(body, self.compression)
         headers["Content-Type"] = content_type
         outcome = PostOutcome(sent=False, bytes_raw=len(body))
         delay = 0.25
