@@ -2,9 +2,9 @@
 
 Baseline: ``prometheus_client``'s parser, ``opentelemetry-proto`` messages built from its
 families, ``json_format.MessageToJson`` and gzip — what one would write first.
-Ours: ``raymetrics_pipeline``'s parser and hand-written OTLP/JSON, gzip level 1 (and zstd),
-with nothing cached from one scrape to the next, as in production, where every run is a new
-process.
+Ours: the scrape op's own path, ``cycle.encode_scrapes`` (own parser, hand-written OTLP/JSON)
+then ``parseable.compress`` with gzip (and zstd), one scrape per call with nothing kept from
+one to the next, as in production, where every run is a new process.
 
 Run: ``python benchmarks/encode_throughput.py [--repeat N]``. Prints figures and the ratio;
 the machine is shared and noisy, so compare ratios, not absolute numbers.
@@ -18,15 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-import zstandard
 from google.protobuf import json_format
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raymetrics_pipeline import otlp  # noqa: E402
-from raymetrics_pipeline.prometheus import NO_LABELS, parse  # noqa: E402
+from raymetrics_pipeline.cycle import CycleReport, encode_scrapes  # noqa: E402
+from raymetrics_pipeline.parseable import JSON, compress  # noqa: E402
+from raymetrics_pipeline.prometheus import NO_LABELS  # noqa: E402
+from raymetrics_pipeline.scrape import ScrapeResult  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures  # noqa: E402
 
 
@@ -77,20 +78,17 @@ def baseline(texts: list[tuple[str, int]]) -> int:
     return samples
 
 
-def ours(texts: list[tuple[str, int]], compress=lambda body: gzip.compress(body, compresslevel=1)) -> int:
-    samples = 0
+def ours(texts: list[tuple[str, int]], compression: str = "gzip") -> int:
+    report = CycleReport()
     for text, time_ns in texts:
-        # Nothing is kept from one scrape to the next, as in production, where every run is a new process.
-        encoder = otlp.JsonEncoder()
-        exposition = parse(text)
-        samples += exposition.sample_count
-        for body in encoder.encode([(NO_LABELS, otlp.to_metrics(exposition, time_ns).metrics)]):
-            compress(body)
-    return samples
+        scrape = ScrapeResult("fixture", time_ns, 0.0, 200, text, len(text))
+        for body in encode_scrapes([scrape], NO_LABELS, JSON, report):
+            compress(body, compression)
+    return report.samples
 
 
 def ours_zstd(texts: list[tuple[str, int]]) -> int:
-    return ours(texts, zstandard.ZstdCompressor(level=3).compress)
+    return ours(texts, "zstd")
 
 
 def measure(functions, texts, repeat: int) -> list[tuple[float, int]]:
@@ -117,7 +115,7 @@ def main() -> None:
         [baseline, ours, ours_zstd], texts, options.repeat
     )
     print(f"baseline (prometheus_client + proto + MessageToJson + gzip): {base_rate:>9,.0f} samples/s ({base_samples})")
-    print(f"raymetrics_pipeline (own parser + direct JSON + gzip -1):    {our_rate:>9,.0f} samples/s ({our_samples})")
+    print(f"raymetrics_pipeline (own parser + direct JSON + gzip):       {our_rate:>9,.0f} samples/s ({our_samples})")
     print(f"raymetrics_pipeline with PARSEABLE_COMPRESSION=zstd:          {zstd_rate:>9,.0f} samples/s")
     print(f"ratio: {our_rate / base_rate:.1f}x (gzip), {zstd_rate / base_rate:.1f}x (zstd)")
 
