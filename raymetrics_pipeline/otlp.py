@@ -29,9 +29,6 @@ CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE, sen
 # Parseable refuses more than 10 MiB decompressed (P_MAX_EVENT_PAYLOAD_SIZE); keep a margin.
 DEFAULT_MAX_REQUEST_BYTES = 9 * 1024 * 1024
 
-# The dict key of a series: its label names and values.
-SeriesKey = tuple[tuple[str, ...], tuple[str, ...]]
-
 
 @dataclass(slots=True)
 class NumberPoint:
@@ -114,26 +111,6 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
         metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
 
 
-# (label names, "le" or "quantile") → where that label sits and the names without it.
-_cuts: dict[tuple[tuple[str, ...], str], tuple[int, tuple[str, ...]] | None] = {}
-
-
-def _split_label(labels: LabelSet, special: str) -> tuple[SeriesKey, str | None]:
-    """The series' own labels (as a dict key) and its ``le``/``quantile`` value."""
-    cut_key = (labels.keys, special)
-    if cut_key not in _cuts:
-        if len(_cuts) > 10_000:
-            _cuts.clear()
-        index = labels.keys.index(special) if special in labels.keys else -1
-        _cuts[cut_key] = None if index < 0 else (index, labels.keys[:index] + labels.keys[index + 1 :])
-    cut = _cuts[cut_key]
-    if cut is None:
-        return (labels.keys, labels.values), None
-    index, keys = cut
-    values = labels.values
-    return (keys, values[:index] + values[index + 1 :]), values[index]
-
-
 def _as_count(value: float) -> int | None:
     if math.isfinite(value) and value >= 0 and value == int(value):
         return int(value)
@@ -148,41 +125,38 @@ class _Series:
     count: float | None = None
 
 
-def _group_series(family: MetricFamily, special: str, conversion: Conversion) -> dict[SeriesKey, _Series]:
-    series: dict[SeriesKey, _Series] = {}
+def _group_series(family: MetricFamily, bound_name: str, conversion: Conversion) -> dict[LabelSet, _Series]:
+    series: dict[LabelSet, _Series] = {}
     sum_name, count_name = family.name + "_sum", family.name + "_count"
     for sample in family.samples:
-        if sample.name == sum_name or sample.name == count_name:
-            key = (sample.labels.keys, sample.labels.values)
-            entry = series.get(key) or series.setdefault(key, _Series(sample))
-            if sample.name == sum_name:
-                entry.sum = sample.value
+        entry = series.get(sample.labels)
+        if entry is None:
+            entry = series[sample.labels] = _Series(sample)
+        if sample.name == sum_name:
+            entry.sum = sample.value
+        elif sample.name == count_name:
+            entry.count = sample.value
+        elif sample.bound is None:
+            conversion.errors.append(
+                ParseError(sample.line_no, f"{family.type} sample without a '{bound_name}' label", sample.name)
+            )
+        else:
+            try:
+                bound = float(sample.bound)
+            except ValueError:
+                bound = math.nan
+            if math.isnan(bound):
+                conversion.errors.append(
+                    ParseError(sample.line_no, f"invalid '{bound_name}' label value {sample.bound!r}", sample.name)
+                )
             else:
-                entry.count = sample.value
-            continue
-        key, bound_text = _split_label(sample.labels, special)
-        if bound_text is None:
-            conversion.errors.append(
-                ParseError(sample.line_no, f"{family.type} sample without a '{special}' label", sample.name)
-            )
-            continue
-        try:
-            bound = float(bound_text)
-        except ValueError:
-            bound = math.nan
-        if math.isnan(bound):
-            conversion.errors.append(
-                ParseError(sample.line_no, f"invalid '{special}' label value {bound_text!r}", sample.name)
-            )
-            continue
-        entry = series.get(key) or series.setdefault(key, _Series(sample))
-        entry.buckets.append((bound, sample.value))
+                entry.buckets.append((bound, sample.value))
     return series
 
 
 def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
     metric = Metric(family.name, family.help, "histogram")
-    for (keys, values), entry in _group_series(family, "le", conversion).items():
+    for labels, entry in _group_series(family, "le", conversion).items():
         entry.buckets.sort()
         bounds = [bound for bound, _ in entry.buckets if bound != math.inf]
         cumulative = [_as_count(value) for bound, value in entry.buckets if bound != math.inf]
@@ -205,14 +179,14 @@ def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conve
             conversion.non_finite_values += 1
             total = None
         time_unix_nano = _time(entry.first_sample, scrape_time)
-        metric.points.append(HistogramPoint(LabelSet(keys, values), time_unix_nano, count, total, bounds, per_bucket))
+        metric.points.append(HistogramPoint(labels, time_unix_nano, count, total, bounds, per_bucket))
     if metric.points:
         conversion.metrics.append(metric)
 
 
 def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
     metric = Metric(family.name, family.help, "summary")
-    for (keys, values), entry in _group_series(family, "quantile", conversion).items():
+    for labels, entry in _group_series(family, "quantile", conversion).items():
         count = _as_count(entry.count if entry.count is not None else math.nan)
         if count is None:
             conversion.errors.append(
@@ -232,7 +206,7 @@ def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Convers
             else:
                 conversion.non_finite_values += 1
         time_unix_nano = _time(entry.first_sample, scrape_time)
-        metric.points.append(SummaryPoint(LabelSet(keys, values), time_unix_nano, count, total, quantiles))
+        metric.points.append(SummaryPoint(labels, time_unix_nano, count, total, quantiles))
     if metric.points:
         conversion.metrics.append(metric)
 

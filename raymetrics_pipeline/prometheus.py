@@ -23,6 +23,8 @@ _OWNED_SUFFIXES = {
     "histogram": ("_bucket", "_sum", "_count"),
     "summary": ("", "_sum", "_count"),
 }
+# The label that tells a series' samples apart, by the sample name that carries it.
+_BOUND_LABEL_SUFFIXES = {"histogram": ("_bucket", "le"), "summary": ("", "quantile")}
 
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _PLAIN_KEY_PIECE_RE = re.compile(r",[a-zA-Z_][a-zA-Z0-9_]*=")
@@ -75,6 +77,9 @@ class Sample:
     value: float
     timestamp_ms: int | None
     line_no: int
+    # A histogram bucket's ``le`` or a summary's ``quantile``, kept out of ``labels`` so that
+    # every sample of one series shares one ``LabelSet``; None if the line lacked it.
+    bound: str | None = None
 
 
 @dataclass(slots=True)
@@ -155,10 +160,50 @@ def parse_labels(text: str) -> LabelSet:
     return LabelSet(keys, tuple(_unescape(v, _LABEL_ESCAPES, strict=True) if "\\" in v else v for _, v in pairs))
 
 
+def _cut_plain_label(text: str, name: str) -> tuple[str, str] | None:
+    """``text`` without its ``name="value"`` pair, and the value, when written plainly.
+
+    Without escapes, quotes alternate between opening and closing a value, so an even
+    count of them before a match puts it at a label name, not inside a value.
+    """
+    needle = name + '="'
+    at = text.find(needle)
+    while at >= 0 and not ((at == 0 or text[at - 1] == ",") and text.count('"', 0, at) % 2 == 0):
+        at = text.find(needle, at + 1)
+    if at < 0:
+        return None
+    start = at + len(needle)
+    end = text.find('"', start)
+    if end < 0:
+        return None
+    if at == 0:
+        return text[end + 2 :] if text[end + 1 : end + 2] == "," else text[end + 1 :], text[start:end]
+    return text[: at - 1] + text[end + 1 :], text[start:end]
+
+
+def _labels_and_bound(text: str, bound_name: str, labels_by_text: dict[str, LabelSet]) -> tuple[LabelSet, str | None]:
+    cut = None if "\\" in text else _cut_plain_label(text, bound_name)
+    if cut is not None:
+        series_text, bound = cut
+        labels = labels_by_text.get(series_text)
+        if labels is None:
+            labels = labels_by_text[series_text] = parse_labels(series_text)
+        if bound_name in labels.keys:
+            raise _LineError("duplicate label name")
+        return labels, bound
+    labels = parse_labels(text)
+    if bound_name not in labels.keys:
+        return labels, None
+    index = labels.keys.index(bound_name)
+    keys, values = labels.keys, labels.values
+    return LabelSet(keys[:index] + keys[index + 1 :], values[:index] + values[index + 1 :]), values[index]
+
+
 def parse(text: str) -> Exposition:
     """Parse one scrape body; never raises on bad content."""
     families: dict[str, MetricFamily] = {}
     owner_of_sample_name: dict[str, MetricFamily] = {}
+    bound_label_of_sample_name: dict[str, str] = {}
     # Histogram _sum/_count lines and some other series repeat a label text within a scrape.
     labels_by_text: dict[str, LabelSet] = {}
     errors: list[ParseError] = []
@@ -177,9 +222,10 @@ def parse(text: str) -> Exposition:
             line = line.lstrip(" \t")
         try:
             if line[0] == "#":
-                _parse_comment(line, family, owner_of_sample_name)
+                _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name)
                 continue
             brace = line.find("{")
+            bound = None
             if brace < 0:
                 name, *value_parts = line.split()
                 labels = NO_LABELS
@@ -189,9 +235,13 @@ def parse(text: str) -> Exposition:
                     raise _LineError("unclosed label set")
                 name = line[:brace].rstrip(" \t")
                 label_text = line[brace + 1 : close]
-                labels = labels_by_text.get(label_text)
-                if labels is None:
-                    labels = labels_by_text[label_text] = parse_labels(label_text)
+                bound_name = bound_label_of_sample_name.get(name)
+                if bound_name is not None:
+                    labels, bound = _labels_and_bound(label_text, bound_name, labels_by_text)
+                else:
+                    labels = labels_by_text.get(label_text)
+                    if labels is None:
+                        labels = labels_by_text[label_text] = parse_labels(label_text)
                 value_parts = line[close + 1 :].split()
             if name not in owner_of_sample_name and not _NAME_RE.fullmatch(name):
                 raise _LineError(f"invalid metric name {name!r}")
@@ -213,13 +263,13 @@ def parse(text: str) -> Exposition:
         owner = owner_of_sample_name.get(name)
         if owner is None:
             owner = owner_of_sample_name[name] = family(name)
-        owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no))
+        owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no, bound))
         sample_count += 1
 
     return Exposition([f for f in families.values() if f.samples], errors, sample_count)
 
 
-def _parse_comment(line, family, owner_of_sample_name) -> None:
+def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name) -> None:
     parts = line.split(None, 3)
     if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
         return  # an ordinary comment
@@ -239,3 +289,7 @@ def _parse_comment(line, family, owner_of_sample_name) -> None:
     target.type = metric_type
     for suffix in _OWNED_SUFFIXES[metric_type]:
         owner_of_sample_name.setdefault(name + suffix, target)
+    if metric_type in _BOUND_LABEL_SUFFIXES:
+        suffix, bound_name = _BOUND_LABEL_SUFFIXES[metric_type]
+        if owner_of_sample_name[name + suffix] is target:
+            bound_label_of_sample_name[name + suffix] = bound_name

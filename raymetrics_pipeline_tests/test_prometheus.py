@@ -163,3 +163,51 @@ def test_label_values_round_trip_through_escaping(pairs):
     exposition = parse(line)
     assert exposition.errors == []
     assert tuple(exposition.families[0].samples[0].labels) == tuple(pairs)
+
+
+def test_bucket_and_quantile_labels_are_taken_out_of_the_series_labels():
+    text = """# TYPE lat histogram
+lat_bucket{path="/a,le=",le="0.1",zone="x"} 1
+lat_bucket{le="+Inf",path="/a,le=",zone="x"} 3
+lat_sum{path="/a,le=",zone="x"} 0.9
+lat_count{path="/a,le=",zone="x"} 3
+lat_bucket{path="/a"} 3
+# TYPE rpc summary
+rpc{quantile="0.5"} 0.2
+rpc_sum 4
+"""
+    exposition = parse(text)
+    assert exposition.errors == []
+    lat, rpc = exposition.families
+    assert [s.bound for s in lat.samples] == ["0.1", "+Inf", None, None, None]
+    assert tuple(lat.samples[0].labels) == (("path", "/a,le="), ("zone", "x"))
+    # Every sample of the series shares one label set, so grouping by series is cheap.
+    assert all(s.labels is lat.samples[0].labels for s in lat.samples[:4])
+    assert [(s.bound, tuple(s.labels)) for s in rpc.samples] == [("0.5", ()), (None, ())]
+
+
+def test_a_repeated_bound_label_is_a_malformed_line():
+    exposition = parse('# TYPE lat histogram\nlat_bucket{le="1",le="2"} 1\nlat_bucket{le="+Inf"} 1\n')
+    assert [(e.line_no, e.message) for e in exposition.errors] == [(2, "duplicate label name")]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[a-km-zA-Z_][a-zA-Z0-9_]{0,6}", fullmatch=True),
+            st.one_of(st.sampled_from(["", ",le=", "le=", "x,le="]), st.text(alphabet=',le="\\\n x', max_size=8)),
+        ),
+        max_size=5,
+        unique_by=lambda p: p[0],
+    ),
+    st.integers(min_value=0, max_value=5),
+    st.text(alphabet=',le="\\x1', max_size=5),
+)
+def test_the_bound_label_comes_out_wherever_it_sits_and_whatever_the_values_hold(pairs, position, bound):
+    """Values holding `,le="` (possible only just before a closing quote) must not fool the quick cut."""
+    written = [f'{k}="{escape(v)}"' for k, v in pairs]
+    written.insert(min(position, len(written)), f'le="{escape(bound)}"')
+    exposition = parse("# TYPE lat histogram\nlat_bucket{" + ",".join(written) + "} 1\n")
+    assert exposition.errors == []
+    (sample,) = exposition.families[0].samples
+    assert (tuple(sample.labels), sample.bound) == (tuple(pairs), bound)
