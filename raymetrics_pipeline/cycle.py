@@ -1,7 +1,8 @@
-"""One scrape-and-ship cycle: scrape every target, convert, encode, deliver or spool.
+"""One scrape-and-ship cycle: scrape every target, convert, then hand the result to a sink.
 
-Plain Python with no Dagster in it; the Dagster op only supplies settings and records the
-report this returns.
+Two sinks: Parseable (encode, deliver, spool what does not go through) and the embedded
+local store (write the rows Parseable would keep). Plain Python with no Dagster in it; the
+Dagster op only supplies settings and records the report this returns.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import gc
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 from raymetrics_pipeline import otlp
-from raymetrics_pipeline.parseable import JSON, ParseableClient
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.parseable import JSON, ParseableClient, location
+from raymetrics_pipeline.parseable_rows import rows_table
 from raymetrics_pipeline.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline.scrape import ScrapeResult, scrape_all
 from raymetrics_pipeline.spool import Spool
@@ -53,6 +58,8 @@ class CycleReport:
     spool_pending: int = 0
     spool_dropped: int = 0
     delivery_errors: list[str] = field(default_factory=list)
+    rows_stored: int = 0
+    bytes_stored: int = 0
     duration_seconds: float = 0.0
 
     @property
@@ -176,21 +183,60 @@ def _count(outcome, report: CycleReport) -> None:
     report.http_statuses += outcome.statuses
 
 
+class Sink(Protocol):
+    def where(self) -> str:
+        """Where the rows end up, for people: a URL and dataset, or a folder."""
+
+    def ship(self, results: list[ScrapeResult], resource_attributes: LabelSet, report: CycleReport, deadline: float):
+        """Convert ``results``, then store or send them before ``deadline`` (``time.monotonic()``)."""
+
+
+class ParseableSink:
+    """OTLP to Parseable; whatever does not go through waits in the spool for the next cycle."""
+
+    def __init__(
+        self, client: ParseableClient, spool: Spool, max_request_bytes: int = otlp.DEFAULT_MAX_REQUEST_BYTES
+    ) -> None:
+        self.client, self.spool, self.max_request_bytes = client, spool, max_request_bytes
+
+    def where(self) -> str:
+        return location(self.client.url, self.client.stream)
+
+    def ship(self, results, resource_attributes, report, deadline) -> None:
+        content_type = self.client.content_type
+        bodies = encode_scrapes(results, resource_attributes, content_type, report, self.max_request_bytes)
+        deliver(bodies, content_type, self.client, self.spool, deadline, report)
+
+
+class LocalStoreSink:
+    """The embedded default: the rows Parseable would keep, written to the local store."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    def where(self) -> str:
+        return self.store.location
+
+    def ship(self, results, resource_attributes, report, deadline) -> None:
+        received = datetime.now(UTC)
+        with _cyclic_gc_paused():
+            table = rows_table(convert_scrapes(results, resource_attributes, report), received)
+        if table.num_rows:
+            path = self.store.write(table, received)
+            report.rows_stored, report.bytes_stored = table.num_rows, path.stat().st_size
+
+
 def run_cycle(
     targets: list[str],
-    client: ParseableClient,
-    spool: Spool,
+    sink: Sink,
     scrape_timeout_seconds: float = 5.0,
     resource_attributes: LabelSet = NO_LABELS,
     budget_seconds: float = 12.0,
-    max_request_bytes: int = otlp.DEFAULT_MAX_REQUEST_BYTES,
 ) -> CycleReport:
-    """Scrape ``targets`` and ship the result within ``budget_seconds``."""
+    """Scrape ``targets`` and hand the result to ``sink`` within ``budget_seconds``."""
     started = time.monotonic()
-    deadline = started + budget_seconds
     report = CycleReport()
     results = scrape_all(list(targets), scrape_timeout_seconds)
-    bodies = encode_scrapes(results, resource_attributes, client.content_type, report, max_request_bytes)
-    deliver(bodies, client.content_type, client, spool, deadline, report)
+    sink.ship(results, resource_attributes, report, started + budget_seconds)
     report.duration_seconds = time.monotonic() - started
     return report

@@ -1,12 +1,15 @@
-"""The ``scrape_and_ship`` job: one scrape of every Ray endpoint, shipped to Parseable."""
+"""Jobs: ``scrape_and_ship`` (one scrape of every Ray endpoint, to Parseable or the local store)
+and the housekeeping that keeps Dagster's run storage and the local store bounded."""
 
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
-from raymetrics_pipeline.cycle import CycleReport, run_cycle
+from raymetrics_pipeline.cycle import CycleReport, LocalStoreSink, ParseableSink, Sink, run_cycle
 from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
 from raymetrics_pipeline.targets import TargetError
 
@@ -28,8 +31,9 @@ def _target_table(report: CycleReport) -> str:
     return "\n".join(rows)
 
 
-def cycle_metadata(report: CycleReport, discovery_source: str, destination: str) -> dict:
+def cycle_metadata(report: CycleReport, discovery_source: str, sink: str, destination: str) -> dict:
     return {
+        "sink": sink,
         "destination": destination,
         "discovered_from": discovery_source,
         "targets": len(report.targets),
@@ -49,12 +53,29 @@ def cycle_metadata(report: CycleReport, discovery_source: str, destination: str)
         "spooled_bodies_delivered": report.spooled_bodies_delivered,
         "spool_pending": report.spool_pending,
         "spool_dropped": report.spool_dropped,
+        "rows_stored": report.rows_stored,
+        "bytes_stored": report.bytes_stored,
         "duration_seconds": round(report.duration_seconds, 3),
         "per_target": dg.MetadataValue.md(_target_table(report)),
     }
 
 
-@dg.op(description="Scrape every Ray metrics endpoint and POST the samples to Parseable as OTLP metrics.")
+@contextmanager
+def open_sink(parseable: ParseableResource, local_data: LocalDataResource) -> Iterator[tuple[str, Sink]]:
+    """Parseable when ``PARSEABLE_URL`` is set, else the embedded local store; with the sink's name."""
+    if not parseable.configured:
+        yield "local store", LocalStoreSink(local_data.store(parseable.stream))
+        return
+    with parseable.client() as client:
+        yield "parseable", ParseableSink(client, local_data.spool())
+
+
+@dg.op(
+    description=(
+        "Scrape every Ray metrics endpoint and POST the samples to Parseable as OTLP metrics, or, without "
+        "PARSEABLE_URL, write the rows Parseable would keep to the embedded local store."
+    )
+)
 def scrape_and_ship_metrics(
     context: dg.OpExecutionContext,
     ray_metrics: RayMetricsSource,
@@ -68,23 +89,30 @@ def scrape_and_ship_metrics(
         raise dg.Failure(description=str(error)) from error
     if not discovery.targets:
         context.log.warning(discovery.skip_reason())
-    with parseable.client() as client:
-        report = run_cycle(
-            list(discovery.targets),
-            client,
-            local_data.spool(),
-            scrape_timeout_seconds=ray_metrics.scrape_timeout_seconds,
-            resource_attributes=resource_attributes,
-            budget_seconds=CYCLE_BUDGET_SECONDS,
-        )
-        destination = f"{client.url} (dataset {client.stream})"
-    metadata = cycle_metadata(report, discovery.source, destination)
+    with open_sink(parseable, local_data) as (sink_name, sink):
+        destination = sink.where()
+        try:
+            report = run_cycle(
+                list(discovery.targets),
+                sink,
+                scrape_timeout_seconds=ray_metrics.scrape_timeout_seconds,
+                resource_attributes=resource_attributes,
+                budget_seconds=CYCLE_BUDGET_SECONDS,
+            )
+        except OSError as error:
+            raise dg.Failure(
+                description=(
+                    f"Could not write to the {destination}: {error}. Free disk space there or point "
+                    "RAYMETRICS_DATA_DIR at a writable folder."
+                )
+            ) from error
+    metadata = cycle_metadata(report, discovery.source, sink_name, destination)
     for target in report.targets:
         if target.error:
             context.log.warning(f"scrape of {target.target} failed: {target.error}")
         for parse_error in target.first_parse_errors:
             context.log.warning(f"{target.target}: skipped {parse_error}")
-    if report.bodies_sent or report.spooled_bodies_delivered:
+    if report.bodies_sent or report.spooled_bodies_delivered or report.rows_stored:
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=RAYMETRICS_ASSET_KEY,
@@ -146,3 +174,38 @@ def delete_old_scrape_runs(context: dg.OpExecutionContext, config: PruneRunsConf
 @dg.job(description="Delete old scrape_and_ship runs so Dagster's storage stays bounded (hourly schedule).")
 def prune_scrape_runs():
     delete_old_scrape_runs()
+
+
+@dg.op(
+    description=(
+        "Compact the local store's finished hours into one Parquet file each and delete hours older than "
+        "RAYMETRICS_LOCAL_RETENTION_DAYS; safe while scrape runs write."
+    )
+)
+def compact_and_expire_local_store(parseable: ParseableResource, local_data: LocalDataResource) -> dg.Output[None]:
+    store = local_data.store(parseable.stream)
+    now = datetime.now(UTC)
+    retention = store.delete_before(now - timedelta(days=local_data.retention_days))
+    compaction = store.compact(now)
+    return dg.Output(
+        None,
+        metadata={
+            "location": store.location,
+            "hours_compacted": compaction.hours_compacted,
+            "files_before": compaction.files_before,
+            "files_after": compaction.files_after,
+            "rows_compacted": compaction.rows,
+            "bytes_before": compaction.bytes_before,
+            "bytes_after": compaction.bytes_after,
+            "retention_days": local_data.retention_days,
+            "hours_deleted": retention.hours_deleted,
+            "files_deleted": retention.files_deleted,
+            "bytes_deleted": retention.bytes_deleted,
+            "store_bytes": store.size_bytes(),
+        },
+    )
+
+
+@dg.job(description="Compact the embedded local store hourly and apply its retention (hourly schedule).")
+def maintain_local_store():
+    compact_and_expire_local_store()

@@ -25,6 +25,7 @@ JSON = "application/json"  # exactly this: Parseable compares the whole header (
 PROTOBUF = "application/x-protobuf"
 CONTENT_TYPES = {"json": JSON, "protobuf": PROTOBUF}
 LOG_SOURCE = "otel-metrics"
+USER_AGENT = "raymetrics-pipeline"
 COMPRESSIONS = ("gzip", "zstd", "none")
 
 
@@ -50,6 +51,11 @@ class ParseableError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+def location(url: str, stream: str) -> str:
+    """Where rows go on a Parseable server, for people."""
+    return f"{url.rstrip('/')} (dataset {stream})"
 
 
 def validate_stream_name(name: str) -> str:
@@ -170,7 +176,7 @@ class ParseableClient:
             auth=httpx.BasicAuth(username, password),
             timeout=http_timeout_seconds,
             transport=transport,
-            headers={"X-P-Stream": self.stream, "X-P-Log-Source": LOG_SOURCE, "User-Agent": "raymetrics-pipeline"},
+            headers={"X-P-Stream": self.stream, "X-P-Log-Source": LOG_SOURCE, "User-Agent": USER_AGENT},
         )
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """Dagster resources: where Ray's metrics are, where Parseable is, where local files go.
 
+Without ``PARSEABLE_URL`` the rows go to the embedded local store under the data folder.
+
 Settings come from environment variables (the names in the README are the public
 interface). Secrets are passed as ``dg.EnvVar`` so Dagster resolves them only at run time
 and the UI shows the variable's name, never its value.
@@ -11,9 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from raymetrics_pipeline.localstore import LocalStore
 from raymetrics_pipeline.otlp import parse_resource_attributes
-from raymetrics_pipeline.parseable import ParseableClient
+from raymetrics_pipeline.parseable import ParseableClient, location
 from raymetrics_pipeline.prometheus import LabelSet
+from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql
 from raymetrics_pipeline.spool import Spool
 from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
 
@@ -45,14 +49,15 @@ class ParseableResource(dg.ConfigurableResource):
     otlp_encoding: str = "json"
     compression: str = "gzip"
 
+    @property
+    def configured(self) -> bool:
+        """False means the embedded local store takes Parseable's place."""
+        return bool(self.url)
+
     def problem(self) -> str | None:
         """Why shipping cannot start, in words that say what to set; None when it can."""
         if not self.url:
-            return (
-                "PARSEABLE_URL is not set. Set it to your Parseable server (e.g. http://localhost:8000) "
-                "with PARSEABLE_USERNAME and PARSEABLE_PASSWORD; the embedded local store for running "
-                "without Parseable is not built yet."
-            )
+            return None
         if not self.username or not self.password:
             return (
                 "PARSEABLE_URL is set but PARSEABLE_USERNAME and PARSEABLE_PASSWORD are not both set: "
@@ -75,14 +80,37 @@ class ParseableResource(dg.ConfigurableResource):
             raise dg.Failure(description=problem)
         return self._new_client()
 
+    def sql(self) -> ParseableSql:
+        problem = self.problem()
+        if problem:
+            raise dg.Failure(description=problem)
+        return ParseableSql(self.url, self.username, self.password, self.stream)
+
 
 class LocalDataResource(dg.ConfigurableResource):
-    """The folder for the pipeline's own files (the delivery spool for now)."""
+    """The folder for the pipeline's own files: the delivery spool and the embedded local store."""
 
     data_dir: str
+    retention_days: float = 7.0
 
     def spool(self) -> Spool:
         return Spool(Path(self.data_dir) / "spool")
+
+    def store(self, stream: str) -> LocalStore:
+        return LocalStore(Path(self.data_dir) / "store", stream)
+
+
+def metrics_query(parseable: ParseableResource, local_data: LocalDataResource) -> MetricsQuery:
+    """The query layer over wherever the rows are: Parseable when configured, else the local store."""
+    if parseable.configured:
+        return MetricsQuery(parseable.sql())
+    return MetricsQuery(LocalSql(local_data.store(parseable.stream)))
+
+
+def storage_location(parseable: ParseableResource, local_data: LocalDataResource) -> str:
+    if parseable.configured:
+        return location(parseable.url, parseable.stream)
+    return local_data.store(parseable.stream).location
 
 
 def default_data_dir(environ: Mapping[str, str]) -> str:
@@ -102,6 +130,17 @@ def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
     if not 0 < value <= 14:
         raise ValueError(f"{name}={text!r}: give a number of seconds above 0 and below the 15 s scrape interval")
     return value
+
+
+def _retention_days(environ: Mapping[str, str]) -> float:
+    text = environ.get("RAYMETRICS_LOCAL_RETENTION_DAYS") or "7"
+    try:
+        days = float(text)
+    except ValueError:
+        days = 0.0
+    if days <= 0:
+        raise ValueError(f"RAYMETRICS_LOCAL_RETENTION_DAYS={text!r}: give a number of days above 0, e.g. 7")
+    return days
 
 
 def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
@@ -128,5 +167,5 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
             compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
         ),
-        "local_data": LocalDataResource(data_dir=default_data_dir(environ)),
+        "local_data": LocalDataResource(data_dir=default_data_dir(environ), retention_days=_retention_days(environ)),
     }

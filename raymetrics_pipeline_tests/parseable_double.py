@@ -332,6 +332,11 @@ class ParseableDouble:
                 raise KeyError(f"no stream named {stream!r}")
             return [dict(row) for row in self._streams[stream].rows]
 
+    def table(self, stream: str) -> pa.Table:
+        """Stored rows as Arrow, typed as the stream's columns, in Parseable's alphabetical order."""
+        with self._lock:
+            return self._existing_stream(stream).table()
+
     def query(self, sql: str, start: str | datetime, end: str | datetime) -> list[dict]:
         """The ``POST /api/v1/query`` result without HTTP; raises QueryFailed where the endpoint errs."""
         payload = {"query": sql, "startTime": _time_argument(start), "endTime": _time_argument(end)}

@@ -35,9 +35,12 @@ def scrape_fixtures(include_shared: bool = True) -> list[ScrapeFixture]:
     return found
 
 
-def rounds(fixtures: list[ScrapeFixture]) -> dict[tuple[Path, int], list[ScrapeFixture]]:
-    """Fixtures grouped by scrape round: one file per endpoint, taken together."""
-    grouped: dict[tuple[Path, int], list[ScrapeFixture]] = {}
-    for fixture in fixtures:
-        grouped.setdefault((fixture.path.parent, fixture.scrape_time_unix_nano), []).append(fixture)
+def rounds(fixtures: list[ScrapeFixture]) -> list[list[ScrapeFixture]]:
+    """Fixtures grouped by scrape round (one file per endpoint, taken together), oldest first."""
+    grouped: list[list[ScrapeFixture]] = []
+    for fixture in sorted(fixtures, key=lambda f: (f.path.parent, f.scrape_time_unix_nano)):
+        current = grouped[-1] if grouped else []
+        if not current or current[0].path.parent != fixture.path.parent or fixture.port in {f.port for f in current}:
+            grouped.append(current := [])
+        current.append(fixture)
     return grouped

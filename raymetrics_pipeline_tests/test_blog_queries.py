@@ -1,27 +1,39 @@
-"""The blog's three questions, asked in SQL of what the pipeline ships into the Parseable double.
+"""The blog's three questions, asked through the query layer of both backends.
 
-Each scrape is shipped with the double's clock at its scrape time, as a live pipeline would.
-The expected numbers are computed from the scraped text with plain string handling, not
-with the project's parser.
+Both are loaded by real runs of ``scrape_and_ship``: one run per fixture round into the
+Parseable double, one into the local store, scraping real HTTP exporters that serve the
+fixture texts. The exporters stamp every sample with its fixture scrape time, so the
+sample times (``time_unix_nano``) are the fixtures' and the answers are deterministic.
+Both backends must give the same answers, equal to numbers computed from the scraped text
+with plain string handling, not with the project's parser.
 """
 
-import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from contextlib import ExitStack, closing
+from datetime import UTC, datetime, timedelta
 
-import httpx
+import dagster as dg
 import pytest
 
-from raymetrics_pipeline import otlp
-from raymetrics_pipeline.parseable import ParseableClient
-from raymetrics_pipeline.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql
+from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
-from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, scrape_fixtures
+from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, rounds, scrape_fixtures
 
 ORIGINS = [
     "project",
     pytest.param("shared", marks=pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="no ../shared")),
 ]
+
+
+def stamped(text: str, time_ms: int) -> str:
+    """The exposition with every sample carrying its scrape time, as Prometheus text allows."""
+    return "\n".join(
+        f"{line} {time_ms}" if line.strip() and not line.startswith("#") else line for line in text.split("\n")
+    )
 
 
 def labels_and_value(line: str) -> tuple[dict[str, str], float]:
@@ -35,99 +47,115 @@ def minute_of(time_ns: int) -> str:
     return datetime.fromtimestamp(time_ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:00")
 
 
-@pytest.fixture(scope="module", params=ORIGINS)
-def shipped(request):
-    """Every fixture scrape of one origin shipped into a fresh double; yields (double, fixtures)."""
-    fixtures = [f for f in scrape_fixtures() if f.id.startswith(request.param + "/")]
-    encoder = otlp.JsonEncoder()
-    with ParseableDouble() as parseable, ParseableClient(parseable.url, "admin", "admin") as client:
-        for fixture in sorted(fixtures, key=lambda f: f.scrape_time_unix_nano):
-            parseable.set_now(datetime.fromtimestamp(fixture.scrape_time_unix_nano / 1e9, UTC))
-            conversion = otlp.to_metrics(parse(fixture.text()), fixture.scrape_time_unix_nano)
-            for body in encoder.encode([(NO_LABELS, conversion.metrics)]):
-                assert client.post(body, time.monotonic() + 10).sent
-        yield parseable, fixtures
-
-
-def query(parseable: ParseableDouble, sql: str, fixtures) -> list[dict]:
-    times = [f.scrape_time_unix_nano for f in fixtures]
-    start = datetime.fromtimestamp(min(times) // 10**9 - 120, UTC).isoformat()
-    end = datetime.fromtimestamp(max(times) // 10**9 + 120, UTC).isoformat()
-    response = httpx.post(
-        f"{parseable.url}/api/v1/query",
-        json={"query": sql, "startTime": start, "endTime": end},
-        auth=("admin", "admin"),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def lines_of(fixtures, metric: str):
+def lines_of(fixtures, *metrics: str):
     for fixture in fixtures:
         for line in fixture.text().splitlines():
-            if line.startswith(metric + "{"):
-                yield fixture, *labels_and_value(line)
+            name = line.split("{", 1)[0]
+            if name in metrics and "{" in line:
+                yield fixture, name, *labels_and_value(line)
 
 
-def test_node_cpu_per_minute(shipped):
-    parseable, fixtures = shipped
-    rows = query(
-        parseable,
-        """SELECT DATE_TRUNC('minute', p_timestamp) AS minute, "ip" AS node, AVG(data_point_value) AS avg_cpu,
-                  DATE_TRUNC('minute', time_unix_nano) AS sample_minute
-           FROM raymetrics WHERE metric_name = 'ray_node_cpu_utilization'
-           GROUP BY minute, sample_minute, node ORDER BY minute, node""",
-        fixtures,
+@pytest.fixture(scope="module", params=ORIGINS)
+def loaded(request, tmp_path_factory):
+    """Every fixture round of one origin scraped by real job runs into both backends."""
+    fixtures = [f for f in scrape_fixtures() if f.id.startswith(request.param + "/")]
+    data_dir = tmp_path_factory.mktemp("data")
+    started = datetime.now(UTC)
+    with ExitStack() as stack:
+        parseable = stack.enter_context(ParseableDouble())
+        exporters = {port: stack.enter_context(Exporter()) for port in sorted({f.port for f in fixtures})}
+        instance = stack.enter_context(dg.instance_for_test())
+        sinks = [ParseableResource(url=parseable.url, username="admin", password="admin"), ParseableResource()]
+        for scrape_round in rounds(fixtures):
+            for fixture in scrape_round:
+                exporters[fixture.port].body = stamped(fixture.text(), fixture.scrape_time_unix_nano // 10**6)
+            targets = ",".join(exporters[f.port].target for f in scrape_round)
+            for sink in sinks:
+                resources = {
+                    "ray_metrics": RayMetricsSource(targets=targets),
+                    "parseable": sink,
+                    "local_data": LocalDataResource(data_dir=str(data_dir)),
+                }
+                assert scrape_and_ship.execute_in_process(resources=resources, instance=instance).success
+        backends = {
+            "parseable": MetricsQuery(stack.enter_context(closing(ParseableSql(parseable.url, "admin", "admin")))),
+            "local store": MetricsQuery(LocalSql(LocalStore(data_dir / "store"))),
+        }
+        yield backends, fixtures, started
+
+
+def answers(loaded, sql: str, key_columns: tuple[str, ...], value_column: str) -> dict:
+    """The same SQL on both backends; they must agree row for row (up to float summation order, which
+    depends on how many files or batches the engine reads). Returns the answer keyed by ``key_columns``."""
+    backends, _, started = loaded
+    results = {
+        name: {tuple(row[c] for c in key_columns): row[value_column] for row in query.query(sql, started)}
+        for name, query in backends.items()
+    }
+    assert results["parseable"] == pytest.approx(results["local store"], rel=1e-12)
+    return results["parseable"]
+
+
+def test_node_cpu_and_memory_per_minute(loaded):
+    _, fixtures, _ = loaded
+    got = answers(
+        loaded,
+        """SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, metric_name, AVG(data_point_value) AS mean
+           FROM ray_points WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_mem_used')
+           GROUP BY minute, ray_node, metric_name""",
+        ("minute", "ray_node", "metric_name"),
+        "mean",
     )
     values = defaultdict(list)
-    for fixture, labels, value in lines_of(fixtures, "ray_node_cpu_utilization"):
-        values[(minute_of(fixture.scrape_time_unix_nano), labels["ip"])].append(value)
-    expected = {key: sum(v) / len(v) for key, v in values.items()}
-    assert {(r["minute"], r["node"]): r["avg_cpu"] for r in rows} == pytest.approx(expected)
-    assert all(r["minute"] == r["sample_minute"] for r in rows)
-    assert len(expected) >= 2
+    for fixture, name, labels, value in lines_of(fixtures, "ray_node_cpu_utilization", "ray_node_mem_used"):
+        values[(minute_of(fixture.scrape_time_unix_nano), labels["ip"], name)].append(value)
+    assert got == pytest.approx({key: sum(v) / len(v) for key, v in values.items()})
+    assert {name for _, _, name in got} == {"ray_node_cpu_utilization", "ray_node_mem_used"} and len(got) >= 4
 
 
-def test_failed_tasks_by_task_name_as_levels_not_sums(shipped):
+def test_failed_tasks_by_job_and_task_name_as_levels_not_sums(loaded):
     """`ray_tasks` is a level: take each series' last value in the minute, then add series up."""
-    parseable, fixtures = shipped
-    rows = query(
-        parseable,
+    _, fixtures, _ = loaded
+    got = answers(
+        loaded,
         """WITH last_per_series AS (
-               SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, "Name", "JobId", "IsRetry", "Source",
-                      "Component", "NodeAddress", "SessionName",
+               SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_session, ray_job, "Name" AS task_name,
+                      "IsRetry", "Source", "Component", ray_node,
                       LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS tasks
-               FROM raymetrics WHERE metric_name = 'ray_tasks' AND "State" = 'FAILED'
+               FROM ray_points WHERE metric_name = 'ray_tasks' AND "State" = 'FAILED'
                GROUP BY 1, 2, 3, 4, 5, 6, 7, 8)
-           SELECT minute, "Name" AS task_name, SUM(tasks) AS failed FROM last_per_series
-           GROUP BY minute, task_name ORDER BY minute, task_name""",
-        fixtures,
+           SELECT minute, ray_session, ray_job, task_name, SUM(tasks) AS failed FROM last_per_series
+           GROUP BY minute, ray_session, ray_job, task_name""",
+        ("minute", "ray_session", "ray_job", "task_name"),
+        "failed",
     )
     latest = {}  # (minute, series) -> (scrape time, value)
-    for fixture, labels, value in lines_of(fixtures, "ray_tasks"):
+    for fixture, _, labels, value in lines_of(fixtures, "ray_tasks"):
         if labels["State"] == "FAILED":
             key = (minute_of(fixture.scrape_time_unix_nano), tuple(sorted(labels.items())))
             if fixture.scrape_time_unix_nano >= latest.get(key, (0, 0))[0]:
                 latest[key] = (fixture.scrape_time_unix_nano, value)
     expected = defaultdict(float)
     for (minute, series), (_, value) in latest.items():
-        expected[(minute, dict(series)["Name"])] += value
-    assert {(r["minute"], r["task_name"]): r["failed"] for r in rows} == pytest.approx(dict(expected))
+        labels = dict(series)
+        expected[(minute, labels["SessionName"], labels["JobId"], labels["Name"])] += value
+    assert got == pytest.approx(dict(expected))
     assert sum(expected.values()) > 0, "the fixtures hold failed tasks"
 
 
-def test_object_store_bytes_by_state(shipped):
-    parseable, fixtures = shipped
-    rows = query(
-        parseable,
-        """SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, "NodeAddress" AS node, "ObjectState" AS object_state,
+def test_object_store_bytes_by_node_and_state(loaded):
+    _, fixtures, _ = loaded
+    got = answers(
+        loaded,
+        """SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, "ObjectState" AS object_state,
                   "Location" AS location, AVG(data_point_value) AS avg_bytes
-           FROM raymetrics WHERE metric_name = 'ray_object_store_memory'
-           GROUP BY minute, node, object_state, location""",
-        fixtures,
+           FROM ray_points WHERE metric_name = 'ray_object_store_memory'
+           GROUP BY minute, ray_node, object_state, location""",
+        ("minute", "ray_node", "object_state", "location"),
+        "avg_bytes",
     )
     values = defaultdict(list)
-    for fixture, labels, value in lines_of(fixtures, "ray_object_store_memory"):
+    for fixture, _, labels, value in lines_of(fixtures, "ray_object_store_memory"):
         key = (
             minute_of(fixture.scrape_time_unix_nano),
             labels["NodeAddress"],
@@ -135,6 +163,13 @@ def test_object_store_bytes_by_state(shipped):
             labels["Location"],
         )
         values[key].append(value)
-    got = {(r["minute"], r["node"], r.get("object_state", ""), r["location"]): r["avg_bytes"] for r in rows}
     assert got == pytest.approx({key: sum(v) / len(v) for key, v in values.items()})
     assert max(got.values()) > 0, "the fixtures hold objects in the store"
+
+
+def test_both_backends_see_nothing_outside_the_ingest_window(loaded):
+    backends, _, started = loaded
+    before = started - timedelta(minutes=10)
+    for query in backends.values():
+        assert query.query("SELECT COUNT(*) AS n FROM raymetrics", before, started - timedelta(minutes=1)) == [{"n": 0}]
+        assert query.query("SELECT COUNT(*) AS n FROM raymetrics", started)[0]["n"] > 0

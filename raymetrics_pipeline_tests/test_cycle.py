@@ -2,7 +2,7 @@
 
 import socket
 
-from raymetrics_pipeline.cycle import run_cycle
+from raymetrics_pipeline.cycle import ParseableSink, run_cycle
 from raymetrics_pipeline.parseable import ParseableClient
 from raymetrics_pipeline.prometheus import LabelSet, parse
 from raymetrics_pipeline.spool import Spool
@@ -26,8 +26,7 @@ def test_a_cycle_ships_every_target_and_reports_each(tmp_path):
         with ParseableClient(parseable.url, "admin", "admin") as client:
             report = run_cycle(
                 [ray.target, odd.target, down.target],
-                client,
-                Spool(tmp_path),
+                ParseableSink(client, Spool(tmp_path)),
                 resource_attributes=LabelSet(("cluster_id",), ("c1",)),
             )
         rows = parseable.rows("raymetrics")
@@ -47,13 +46,13 @@ def test_nothing_is_lost_while_parseable_is_down(tmp_path):
     spool = Spool(tmp_path / "spool")
     with Exporter(TEXT) as ray:
         with ParseableClient(f"http://127.0.0.1:{port}", "admin", "admin") as client:
-            outage = [run_cycle([ray.target], client, spool, budget_seconds=1.0) for _ in range(2)]
+            outage = [run_cycle([ray.target], ParseableSink(client, spool), budget_seconds=1.0) for _ in range(2)]
         assert [r.bodies_spooled for r in outage] == [1, 1] and outage[-1].spool_pending == 2
         assert all("cannot reach Parseable" in r.delivery_errors[0] for r in outage)
 
         with ParseableDouble(port=port) as parseable:
             with ParseableClient(parseable.url, "admin", "admin") as client:
-                recovery = run_cycle([ray.target], client, spool)
+                recovery = run_cycle([ray.target], ParseableSink(client, spool))
             rows = parseable.rows("raymetrics")
     assert recovery.bodies_sent == 1 and recovery.spooled_bodies_delivered == 2 and recovery.spool_pending == 0
     assert len(rows) == 3 * recovery.data_points
@@ -65,7 +64,7 @@ def test_a_body_parseable_can_never_take_is_set_aside(tmp_path):
     with Exporter("m 1\n") as ray, ParseableDouble() as parseable:
         parseable.fail_next(400, body="Could not deserialize into JSON object")
         with ParseableClient(parseable.url, "admin", "admin") as client:
-            report = run_cycle([ray.target], client, spool)
+            report = run_cycle([ray.target], ParseableSink(client, spool))
     assert report.bodies_rejected == 1 and report.spool_pending == 0
     assert len(list((tmp_path / "spool" / "rejected").iterdir())) == 1
     assert "400" in report.delivery_errors[0]

@@ -3,10 +3,13 @@
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.query import LocalSql, MetricsQuery
 from raymetrics_pipeline.resources import resources_from_env
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -15,10 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
+def environment(env: dict[str, str], tmp_path) -> dict[str, str]:
+    """This process's environment without the project's settings, then ``env``, with a fresh Dagster home."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("PARSEABLE_", "RAY_", "RAYMETRICS_"))}
+    return {**kept, **env, "DAGSTER_HOME": str(tmp_path)}
+
+
 def run(arguments: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PARSEABLE_", "RAY_", "RAYMETRICS_"))}
-    environment.update(env, DAGSTER_HOME=str(tmp_path))
-    return subprocess.run([DAGSTER, *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [DAGSTER, *arguments], cwd=ROOT, env=environment(env, tmp_path), capture_output=True, text=True, timeout=240
+    )
 
 
 def test_definitions_validate(tmp_path):
@@ -75,3 +84,33 @@ def test_settings_come_from_the_environment():
     assert resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})["local_data"].data_dir == "/d"
     with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
         resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": "20"})
+
+
+def test_with_no_parseable_a_run_by_hand_fills_the_local_store_and_the_asset_says_where(tmp_path):
+    with Exporter('ray_node_cpu_utilization{ip="127.0.0.1"} 12.5\n') as ray:
+        result = run(
+            ["job", "execute", "-m", "raymetrics_pipeline.definitions", "-j", "scrape_and_ship"],
+            {"RAY_METRICS_TARGETS": ray.target},
+            tmp_path,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = LocalStore(tmp_path / "raymetrics" / "store")
+    rows = MetricsQuery(LocalSql(store)).query(
+        "SELECT ray_node, data_point_value FROM ray_points", datetime.now(UTC) - timedelta(hours=1)
+    )
+    assert rows == [{"ray_node": "127.0.0.1", "data_point_value": 12.5}]
+    shown = subprocess.run(
+        [sys.executable, "-c", LOCATION_OF_RAYMETRICS],
+        cwd=ROOT,
+        env=environment({}, tmp_path),
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == store.location, shown.stderr
+
+
+LOCATION_OF_RAYMETRICS = """
+from raymetrics_pipeline.definitions import defs
+spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == "raymetrics")
+print(spec.metadata["location"])
+"""

@@ -1,18 +1,25 @@
 """The scrape_and_ship job through Dagster: real exporters, the Parseable double, a test instance."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
+from raymetrics_pipeline import otlp
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
-from raymetrics_pipeline.jobs import prune_scrape_runs, scrape_and_ship
+from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs, scrape_and_ship
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.parseable_rows import rows_table
+from raymetrics_pipeline.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.query import LocalSql, MetricsQuery
 from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
 SECRET = "job-secret-9f2"
+HOUR = timedelta(hours=1)
 TEXT = max(scrape_fixtures(include_shared=False), key=lambda f: f.path.stat().st_size).text()
 RECORDED = [
     "targets",
@@ -109,3 +116,42 @@ def test_a_refused_request_fails_the_run_and_is_set_aside(instance, tmp_path):
     failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
     assert "1 refused for good" in failure.event_specific_data.error.message
     assert len(list((tmp_path / "spool" / "rejected").glob("*.json.gz"))) == 1
+
+
+def test_without_parseable_a_run_writes_the_local_store(instance, tmp_path):
+    with Exporter(TEXT) as ray:
+        result = scrape_and_ship.execute_in_process(
+            resources={
+                "ray_metrics": RayMetricsSource(targets=ray.target),
+                "parseable": ParseableResource(),
+                "local_data": LocalDataResource(data_dir=str(tmp_path)),
+            },
+            instance=instance,
+        )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    store = LocalStore(tmp_path / "store")
+    assert metadata["sink"] == "local store" and metadata["destination"] == store.location
+    assert metadata["rows_stored"] == metadata["data_points"] > 400 and metadata["bytes_stored"] > 0
+    rows = MetricsQuery(LocalSql(store)).query("SELECT COUNT(*) AS n FROM raymetrics", datetime.now(UTC) - HOUR)
+    assert rows == [{"n": metadata["rows_stored"]}]
+
+
+def test_local_store_maintenance_compacts_finished_hours_and_expires_old_ones(instance, tmp_path):
+    store = LocalStore(tmp_path / "store")
+    now = datetime.now(UTC)
+    scrapes = [(NO_LABELS, otlp.to_metrics(parse(TEXT), 0).metrics)]
+    expired, finished = now - timedelta(days=8), now - 3 * HOUR
+    for received in (expired, finished, finished + timedelta(seconds=15), now):
+        store.write(rows_table(scrapes, received), received)
+    result = maintain_local_store.execute_in_process(
+        resources={"parseable": ParseableResource(), "local_data": LocalDataResource(data_dir=str(tmp_path))},
+        instance=instance,
+    )
+    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
+    metadata = {key: value.value for key, value in output.event_specific_data.metadata.items()}
+    assert (metadata["hours_compacted"], metadata["files_before"], metadata["files_after"]) == (1, 2, 1)
+    assert (metadata["hours_deleted"], metadata["files_deleted"]) == (1, 1)
+    assert [path.name.split("-")[0] for path in store.files()] == ["compacted", "cycle"]
+    assert not list(store.hours(end=now - timedelta(days=7))), "nothing older than the retention is left"

@@ -41,10 +41,14 @@ def test_launches_a_scrape_with_a_key_per_15_second_window(instance):
     assert ray_metrics_sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_without_parseable_it_still_scrapes_into_the_local_store(instance):
+    (request,) = evaluate(instance, ParseableResource(), TARGETS).run_requests
+    assert request.tags["raymetrics/targets"] == "2"
+
+
 @pytest.mark.parametrize(
     ("parseable", "expected"),
     [
-        (ParseableResource(), "PARSEABLE_URL is not set"),
         (ParseableResource(url="http://127.0.0.1:8000", username="admin"), "PARSEABLE_PASSWORD"),
         (
             ParseableResource(url="http://127.0.0.1:8000", username="a", password="b", stream="bad name"),
