@@ -178,7 +178,7 @@ def prune_scrape_runs():
 
 @dg.op(
     description=(
-        "Compact the local store's finished hours into one Parquet file each and delete hours older than "
+        "Fold the local store's per-cycle files into one Parquet file per hour and delete hours older than "
         "RAYMETRICS_LOCAL_RETENTION_DAYS; safe while scrape runs write."
     )
 )
@@ -206,6 +206,6 @@ def compact_and_expire_local_store(parseable: ParseableResource, local_data: Loc
     )
 
 
-@dg.job(description="Compact the embedded local store hourly and apply its retention (hourly schedule).")
+@dg.job(description="Compact the embedded local store and apply its retention (every 10 minutes).")
 def maintain_local_store():
     compact_and_expire_local_store()

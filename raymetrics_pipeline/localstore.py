@@ -37,7 +37,7 @@ from raymetrics_pipeline.parseable_rows import RECEIVED_AT
 
 _FILE_RE = re.compile(r"(cycle|compacted)-(\d+)(?:-[0-9a-f]+)?\.parquet")
 _HOUR = timedelta(hours=1)
-# An hour is compacted once no cycle can still be writing into it.
+# A cycle file this old can no longer be joined by one with an earlier p_timestamp.
 COMPACTION_SETTLE = timedelta(minutes=2)
 _STALE_TEMPORARY_SECONDS = 3_600
 
@@ -95,6 +95,11 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _file_millis(path: Path) -> int:
+    """The ``p_timestamp`` (ms) a store file's name carries: its cycle's, or the newest a compaction took."""
+    return int(_FILE_RE.fullmatch(path.name).group(2))
+
+
 def _write_atomically(table: pa.Table, path: Path) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, temporary, compression="zstd")
@@ -149,28 +154,32 @@ class LocalStore:
         return sum(path.stat().st_size for path in self.directory.rglob("*.parquet")) if self.directory.is_dir() else 0
 
     def compact(self, now: datetime | None = None) -> CompactionReport:
-        """Merge each finished hour's files into one, sorted by ``p_timestamp``; safe while cycles write."""
+        """Merge each hour's files into one, sorted by ``p_timestamp``; safe while cycles write.
+
+        Only cycle files older than ``COMPACTION_SETTLE`` are merged, so no run still writing
+        can add a file the new compacted one would wrongly hide; newer ones stay visible beside
+        it and are merged next time. Run often, this keeps every hour to a few files.
+        """
         now = now or datetime.now(UTC)
+        settled = _millis(now - COMPACTION_SETTLE)
         report = CompactionReport()
         for folder in self.hours(end=now):
-            if folder.end + COMPACTION_SETTLE > now:
-                continue
             _remove_stale_temporaries(folder.path)
             files, replaced = folder.listing()
             for path in replaced:  # left behind by a compaction that stopped before its deletes
                 path.unlink(missing_ok=True)
-            if not files or (len(files) == 1 and files[0].name.startswith("compacted-")):
+            ready = [path for path in files if _file_millis(path) <= settled]
+            if not ready or (len(ready) == 1 and ready[0].name.startswith("compacted-")):
                 continue
-            table = read_files(files).sort_by(RECEIVED_AT)
-            covered = max(int(_FILE_RE.fullmatch(path.name).group(2)) for path in files)
-            target = folder.path / f"compacted-{covered}.parquet"
-            bytes_before = sum(path.stat().st_size for path in files)
+            table = read_files(ready).sort_by(RECEIVED_AT)
+            target = folder.path / f"compacted-{max(map(_file_millis, ready))}.parquet"
+            bytes_before = sum(path.stat().st_size for path in ready)
             _write_atomically(table, target)
-            for path in files:
+            for path in ready:
                 if path != target:
                     path.unlink(missing_ok=True)
             report.hours_compacted += 1
-            report.files_before += len(files)
+            report.files_before += len(ready)
             report.files_after += 1
             report.rows += table.num_rows
             report.bytes_before += bytes_before
@@ -201,10 +210,16 @@ def _remove_stale_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def unified_schema(files: list[Path]) -> pa.Schema:
-    """All files' columns: a Ray label first seen in a later cycle adds a column, as in Parseable."""
-    schemas = [pq.read_schema(path) for path in files]
-    merged = pa.unify_schemas(schemas)
+def unified_schema(files: list[Path], schemas: dict[Path, pa.Schema] | None = None) -> pa.Schema:
+    """All files' columns: a Ray label first seen in a later cycle adds a column, as in Parseable.
+
+    ``schemas`` caches each file's footer; a store file never changes once it has its name.
+    """
+    schemas = {} if schemas is None else schemas
+    for path in files:
+        if path not in schemas:
+            schemas[path] = pq.read_schema(path)
+    merged = pa.unify_schemas([schemas[path] for path in files])
     return pa.schema(sorted(merged, key=lambda field: field.name))
 
 

@@ -51,7 +51,8 @@ class QueryError(Exception):
 class MetricsBackend(Protocol):
     stream: str
 
-    def columns(self) -> list[str]: ...
+    def columns(self, start: datetime, end: datetime) -> list[str]:
+        """The columns a query over ``[start, end)`` can name."""
 
     def run(self, sql: str, start: datetime, end: datetime) -> list[dict]: ...
 
@@ -91,19 +92,26 @@ class LocalSql:
     def __init__(self, store: LocalStore) -> None:
         self.store = store
         self.stream = store.stream
+        self._schemas: dict = {}
 
     def where(self) -> str:
         return self.store.location
 
-    def columns(self) -> list[str]:
-        """Every column any stored file has, like Parseable's schema, which only ever grows."""
-        return unified_schema(self.store.files() or [self.store.newest_file()]).names
+    def _files(self, start: datetime, end: datetime) -> list:
+        """The window's files; with none, the newest file lends its columns so the SQL still plans."""
+        files = self.store.files(start, end) or [self.store.newest_file()]
+        for gone in set(self._schemas) - set(files):
+            del self._schemas[gone]
+        return files
+
+    def columns(self, start: datetime, end: datetime) -> list[str]:
+        return unified_schema(self._files(start, end), self._schemas).names
 
     def run(self, sql: str, start: datetime, end: datetime) -> list[dict]:
         for attempt in range(_RETRIES_ON_VANISHED_FILE + 1):
-            files = self.store.files(start, end) or [self.store.newest_file()]
+            files = self._files(start, end)
             try:
-                schema = unified_schema(files)
+                schema = unified_schema(files, self._schemas)
                 dataset = ds.dataset([str(path) for path in files], schema=schema, format="parquet")
                 return self._run(sql, dataset, start, end)
             except FileNotFoundError:
@@ -158,7 +166,8 @@ class ParseableSql:
     def where(self) -> str:
         return location(self.url, self.stream)
 
-    def columns(self) -> list[str]:
+    def columns(self, start: datetime, end: datetime) -> list[str]:
+        """The stream's schema, which on Parseable only ever grows, whatever the window."""
         response = self._request("GET", f"/api/v1/logstream/{self.stream}/schema", f"schema of {self.stream}")
         return [field["name"] for field in response.json().get("fields", [])]
 
@@ -205,9 +214,9 @@ class MetricsQuery:
     def where(self) -> str:
         return self.backend.where()
 
-    def ray_points(self) -> str:
-        """The ``ray_points`` relation's SQL for the columns the stream has today."""
-        columns = set(self.backend.columns())
+    def ray_points(self, start: datetime, end: datetime) -> str:
+        """The ``ray_points`` relation's SQL for the columns the stream has in ``[start, end)``."""
+        columns = set(self.backend.columns(start, end))
         shadowed = [name for name in IDENTITY_LABELS if name in columns]
         star = "*" if not shadowed else "* EXCLUDE (" + ", ".join(f'"{name}"' for name in shadowed) + ")"
         identity = ", ".join(
@@ -223,9 +232,9 @@ class MetricsQuery:
         start, end = minute(start), minute(end)
         if start > end:
             raise QueryError(f"start {start:%Y-%m-%dT%H:%MZ} is after end {end:%Y-%m-%dT%H:%MZ}\nSQL: {sql}")
-        if _USES_RAY_POINTS_RE.search(sql):
-            sql = _with_relation(RAY_POINTS, self.ray_points(), sql)
         try:
+            if _USES_RAY_POINTS_RE.search(sql):
+                sql = _with_relation(RAY_POINTS, self.ray_points(start, end), sql)
             return self.backend.run(sql, start, end)
         except StoreEmpty as error:
             raise QueryError(f"{error}\nSQL: {sql}") from None

@@ -13,7 +13,7 @@ prune_scrape_runs_schedule = dg.ScheduleDefinition(
 
 maintain_local_store_schedule = dg.ScheduleDefinition(
     job=maintain_local_store,
-    cron_schedule="5 * * * *",
+    cron_schedule="*/10 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every hour, compact the local store's finished hours and delete data past its retention.",
+    description="Every 10 minutes, fold the local store's cycle files into hourly files and apply its retention.",
 )

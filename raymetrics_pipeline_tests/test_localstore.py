@@ -109,25 +109,23 @@ def test_read_files_unions_columns_and_keeps_case_distinct_labels_apart(tmp_path
     assert rows(table) == rows(pa.Table.from_pylist(expected))
 
 
-def test_compact_waits_until_an_hour_has_settled(tmp_path):
-    """A cycle may still be writing into an hour just after it ends, so compaction leaves it alone."""
+def test_compact_takes_only_cycles_older_than_the_settle_time_even_in_the_current_hour(tmp_path):
+    """A run may still be writing a cycle stamped up to COMPACTION_SETTLE ago; newer ones wait beside the merge."""
     store = LocalStore(tmp_path)
-    write_hour_8(store)
+    moments = write_hour_8(store)  # 08:05, 08:15, 08:45
     nine = HOUR_8 + timedelta(hours=1)
     store.write(cycle(nine, 7.0), nine)
-    before = store.files()
-    assert store.compact(nine + COMPACTION_SETTLE - timedelta(milliseconds=1)) == CompactionReport()
-    assert store.files() == before
-    report = store.compact(nine + COMPACTION_SETTLE + timedelta(milliseconds=1))
-    assert (report.hours_compacted, report.files_before, report.files_after, report.rows) == (1, 3, 1, 6)
-    assert len(store.files()) == 2  # hour 8's compacted file, hour 9's untouched cycle
-
-
-def test_compact_takes_an_hour_that_ended_exactly_the_settle_time_ago(tmp_path):
-    """ "Ended at least COMPACTION_SETTLE before now" includes the boundary."""
-    store = LocalStore(tmp_path)
-    write_hour_8(store)
-    assert store.compact(HOUR_8 + timedelta(hours=1) + COMPACTION_SETTLE).hours_compacted == 1
+    before = read_files(store.files())
+    report = store.compact(moments[2] + COMPACTION_SETTLE - timedelta(milliseconds=1))
+    assert (report.hours_compacted, report.files_before, report.files_after, report.rows) == (1, 2, 1, 3)
+    assert [path.name for path in store.files()] == [
+        f"compacted-{millis(moments[0])}.parquet",
+        *(path.name for path in store.files()[1:]),
+    ] and len(store.files()) == 3, "08:15 merged with 08:05; 08:45 and 09:00 still on their own"
+    report = store.compact(nine + COMPACTION_SETTLE)  # the boundary counts as settled
+    assert (report.hours_compacted, report.files_before, report.files_after, report.rows) == (2, 3, 2, 7)
+    assert [path.name.split("-")[0] for path in store.files()] == ["compacted", "compacted"]
+    assert rows(read_files(store.files())) == rows(before)
 
 
 def test_compact_merges_an_hour_into_one_sorted_file_once(tmp_path):

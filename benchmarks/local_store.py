@@ -1,0 +1,119 @@
+"""The local store's size per node per day, and the blog's three questions over one hour on each backend.
+
+One hour of a single Ray node (240 cycles, 15 s apart, each a round of the project's captured
+scrapes of its three endpoints) goes into a local store and into the Parseable test double
+(DataFusion over in-memory Arrow, standing in for a Parseable server, which cannot run here).
+Prints the store's bytes per cycle before and after hourly compaction, the bytes per node per
+day that implies, and how long each question takes through the query layer on each backend,
+the local store both as written (one file per cycle, as the current hour always is) and compacted.
+The captured rounds repeat, which flatters compression: a live node's compacted bytes are higher.
+
+Run: ``python benchmarks/local_store.py [--cycles N]``. The machine is shared: compare ratios.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from raymetrics_pipeline import otlp  # noqa: E402
+from raymetrics_pipeline.localstore import LocalStore  # noqa: E402
+from raymetrics_pipeline.parseable import ParseableClient  # noqa: E402
+from raymetrics_pipeline.parseable_rows import rows_table  # noqa: E402
+from raymetrics_pipeline.prometheus import NO_LABELS, parse  # noqa: E402
+from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql  # noqa: E402
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble  # noqa: E402
+from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures  # noqa: E402
+
+QUESTIONS = {
+    "node CPU and memory per minute": """
+        SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, metric_name, AVG(data_point_value) AS mean
+        FROM ray_points WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_mem_used')
+        GROUP BY minute, ray_node, metric_name""",
+    "failed tasks per minute by job and task": """
+        WITH last_per_series AS (
+            SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_session, ray_job, "Name" AS task_name,
+                   "IsRetry", "Source", "Component", ray_node,
+                   LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS tasks
+            FROM ray_points WHERE metric_name = 'ray_tasks' AND "State" = 'FAILED'
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8)
+        SELECT minute, ray_session, ray_job, task_name, SUM(tasks) AS failed FROM last_per_series
+        GROUP BY minute, ray_session, ray_job, task_name""",
+    "object store bytes per minute by node and state": """
+        SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, "ObjectState" AS object_state,
+               AVG(data_point_value) AS avg_bytes
+        FROM ray_points WHERE metric_name = 'ray_object_store_memory'
+        GROUP BY minute, ray_node, object_state""",
+}
+
+
+def one_hour(cycles: int, start: datetime):
+    """(receive time, the cycle's metrics) for ``cycles`` cycles 15 s apart, cycling through captured rounds."""
+    captured = [r for r in rounds(scrape_fixtures(include_shared=False)) if len(r) == 3]
+    for index in range(cycles):
+        received = start + timedelta(seconds=15 * index)
+        time_ns = int(received.timestamp() * 1e9)
+        yield (
+            received,
+            [(NO_LABELS, otlp.to_metrics(parse(f.text()), time_ns).metrics) for f in captured[index % len(captured)]],
+        )
+
+
+def timed(query: MetricsQuery, sql: str, start: datetime, end: datetime, repeat: int) -> tuple[float, int]:
+    times, rows = [], 0
+    for _ in range(repeat):
+        began = time.perf_counter()
+        rows = len(query.query(sql, start, end))
+        times.append(time.perf_counter() - began)
+    return statistics.median(times), rows
+
+
+def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments.add_argument("--cycles", type=int, default=240, help="cycles of 15 s (240 = one hour)")
+    arguments.add_argument("--repeat", type=int, default=3)
+    options = arguments.parse_args()
+    start = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    end = start + timedelta(seconds=15 * options.cycles)
+    with tempfile.TemporaryDirectory() as folder, ParseableDouble() as parseable:
+        store = LocalStore(folder)
+        with ParseableClient(parseable.url, "admin", "admin") as client:
+            for received, scrapes in one_hour(options.cycles, start):
+                store.write(rows_table(scrapes, received), received)
+                parseable.set_now(received)
+                for body in otlp.JsonEncoder().encode(scrapes):
+                    client.post(body, time.monotonic() + 30)
+        with closing(ParseableSql(parseable.url, "admin", "admin")) as parseable_sql:
+            backends = {"parseable double": MetricsQuery(parseable_sql), "local store": MetricsQuery(LocalSql(store))}
+            as_written = {
+                question: [timed(backend, sql, start, end, options.repeat) for backend in backends.values()]
+                for question, sql in QUESTIONS.items()
+            }
+            files, per_cycle = len(store.files()), store.size_bytes() / options.cycles
+            compaction = store.compact(end + timedelta(hours=2))
+            compacted = {
+                question: timed(backends["local store"], sql, start, end, options.repeat)
+                for question, sql in QUESTIONS.items()
+            }
+    compacted_per_cycle = compaction.bytes_after / options.cycles
+    print(f"{options.cycles} cycles of one node: {files} files, {compaction.rows:,} rows")
+    print(f"local store: {per_cycle / 1e3:.1f} KB per cycle as written, {compacted_per_cycle / 1e3:.1f} KB compacted")
+    print(
+        f"per node per day (5,760 cycles): {per_cycle * 5760 / 1e6:.0f} MB as written, "
+        f"{compacted_per_cycle * 5760 / 1e6:.0f} MB compacted"
+    )
+    for question in QUESTIONS:
+        (double_seconds, rows), (local_seconds, _) = as_written[question]
+        print(
+            f"{question} ({rows} rows): parseable double {double_seconds * 1e3:,.0f} ms; local store "
+            f"{local_seconds * 1e3:,.0f} ms as written, {compacted[question][0] * 1e3:,.0f} ms compacted"
+        )
+
+
+if __name__ == "__main__":
+    main()
