@@ -1,14 +1,19 @@
-"""End to end on a real Ray head: discovery by file and by dashboard, a full scrape shipped to the double.
+"""End to end on a real Ray head: discovery by file and by dashboard, a full scrape shipped to the
+double or written to the local store.
 
 Ray writes the machine's interface address into its discovery even when started with
 ``--node-ip-address=127.0.0.1``; ``RAY_METRICS_HOST`` (``host_override``) keeps every
 request on loopback.
 """
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import pytest
 
 from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.query import LocalSql, MetricsQuery
 from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
 from raymetrics_pipeline.sensors import ray_metrics_sensor
 from raymetrics_pipeline.targets import TargetSettings, discover
@@ -77,3 +82,26 @@ def test_the_sensor_finds_the_real_head(head):
         (request,) = ray_metrics_sensor.evaluate_tick(context).run_requests
     assert request.tags["raymetrics/targets"] == "3"
     assert request.tags["raymetrics/discovered_from"] == "RAY_PROM_DISCOVERY_FILE"
+
+
+def test_without_parseable_a_real_head_lands_in_the_local_store_and_answers_by_node(head, tmp_path):
+    with dg.instance_for_test() as instance:
+        result = scrape_and_ship.execute_in_process(
+            resources={
+                "ray_metrics": source_for(head, "file"),
+                "parseable": ParseableResource(),
+                "local_data": LocalDataResource(data_dir=str(tmp_path)),
+            },
+            instance=instance,
+        )
+    assert result.success
+    store = LocalStore(tmp_path / "store")
+    rows = MetricsQuery(LocalSql(store)).query(
+        """SELECT ray_node, ray_session, COUNT(DISTINCT metric_name) AS metrics FROM ray_points
+           WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_tasks', 'ray_object_store_memory')
+              OR metric_name LIKE 'ray_node_mem%'
+           GROUP BY ray_node, ray_session""",
+        datetime.now(UTC) - timedelta(minutes=5),
+    )
+    (node,) = rows  # one node, whether the metric says `ip` or `NodeAddress`
+    assert node["ray_session"] == head.session_name and node["ray_node"] and node["metrics"] >= 3
