@@ -108,17 +108,18 @@ class LocalSql:
         return unified_schema(self._files(start, end), self._schemas).names
 
     def run(self, sql: str, start: datetime, end: datetime) -> list[dict]:
-        for attempt in range(_RETRIES_ON_VANISHED_FILE + 1):
+        retries = _RETRIES_ON_VANISHED_FILE
+        while True:
             files = self._files(start, end)
             try:
                 schema = unified_schema(files, self._schemas)
                 dataset = ds.dataset([str(path) for path in files], schema=schema, format="parquet")
                 return self._run(sql, dataset, start, end)
             except FileNotFoundError:
-                # Compaction or retention replaced a file between listing and reading.
-                if attempt == _RETRIES_ON_VANISHED_FILE:
+                # Compaction or retention replaced a file between listing and reading: list again.
+                if not retries:
                     raise
-        raise AssertionError("unreachable")
+                retries -= 1
 
     def _run(self, sql: str, dataset: ds.Dataset, start: datetime, end: datetime) -> list[dict]:
         context = SessionContext()
@@ -130,10 +131,8 @@ class LocalSql:
         context.register_view(f'"{self.stream}"', window)
         try:
             table = context.sql(sql).to_arrow_table()
-        except FileNotFoundError:
-            raise
         except Exception as error:  # DataFusion raises plain Exception for planning and execution errors
-            if "No such file" in str(error) or "NotFound" in str(error):
+            if "FileNotFoundError" in str(error):  # a file vanished under the scan (raised through Arrow)
                 raise FileNotFoundError(str(error)) from error
             raise QueryError(f"local store query failed: {error}\nSQL: {sql}") from None
         return [{name: _render(value) for name, value in row.items()} for row in table.to_pylist()]

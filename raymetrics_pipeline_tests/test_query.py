@@ -154,3 +154,25 @@ def test_a_bad_stream_name_is_refused_before_any_sql(tmp_path):
         LocalStore(tmp_path, "raymetrics; DROP")
     with pytest.raises(ValueError, match="PARSEABLE_STREAM"):
         ParseableSql("http://127.0.0.1:9", "u", "p", stream="select")
+
+
+class CompactedRightAfterListing(LocalStore):
+    """A real store whose first listing is followed at once by a real compaction: the worst moment for a reader."""
+
+    def __init__(self, root, now: datetime) -> None:
+        super().__init__(root)
+        self.now, self.compactions = now, 0
+
+    def files(self, start=None, end=None):
+        listed = super().files(start, end)
+        if not self.compactions:
+            self.compactions = self.compact(self.now).hours_compacted
+        return listed
+
+
+def test_a_query_racing_compaction_lists_again_and_counts_each_row_once(tmp_path):
+    store = CompactedRightAfterListing(tmp_path, now=T0 + timedelta(hours=1))
+    for seconds in range(0, 60, 15):
+        store.write(rows_table(scrapes(), T0 + timedelta(seconds=seconds)), T0 + timedelta(seconds=seconds))
+    rows = MetricsQuery(LocalSql(store)).query("SELECT COUNT(*) AS n FROM raymetrics", T0, T0 + timedelta(minutes=5))
+    assert store.compactions == 1 and rows == [{"n": 4 * 3}]
