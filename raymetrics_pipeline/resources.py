@@ -107,6 +107,15 @@ def metrics_query(parseable: ParseableResource, local_data: LocalDataResource) -
     return MetricsQuery(LocalSql(local_data.store(parseable.stream)))
 
 
+def metrics_query_from_env() -> MetricsQuery:
+    """The query layer for scripts and notebooks, from the same environment variables as the pipeline.
+
+    Outside a Dagster run nothing resolves ``EnvVar`` settings, so this resolves them first.
+    """
+    resolved = {name: resource.process_config_and_initialize() for name, resource in resources_from_env().items()}
+    return metrics_query(resolved["parseable"], resolved["local_data"])
+
+
 def storage_location(parseable: ParseableResource, local_data: LocalDataResource) -> str:
     if parseable.configured:
         return location(parseable.url, parseable.stream)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.query import LocalSql, MetricsQuery
-from raymetrics_pipeline.resources import resources_from_env
+from raymetrics_pipeline.query import LocalSql, MetricsQuery, QueryError
+from raymetrics_pipeline.resources import metrics_query, metrics_query_from_env, resources_from_env
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 
@@ -114,3 +114,28 @@ from raymetrics_pipeline.definitions import defs
 spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == "raymetrics")
 print(spec.metadata["location"])
 """
+
+
+def test_a_script_queries_parseable_with_the_real_credentials_from_the_environment(monkeypatch):
+    with ParseableDouble(username="u", password="s3cret") as parseable:
+        for name, value in {
+            "PARSEABLE_URL": parseable.url,
+            "PARSEABLE_USERNAME": "u",
+            "PARSEABLE_PASSWORD": "s3cret",
+        }.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(QueryError, match="table .* not found"):  # authenticated: it got as far as planning
+            metrics_query_from_env().query("SELECT 1 FROM raymetrics", datetime.now(UTC))
+
+
+def test_the_query_layer_follows_the_same_settings_as_the_sink(tmp_path):
+    local = resources_from_env({"RAYMETRICS_DATA_DIR": str(tmp_path), "RAYMETRICS_LOCAL_RETENTION_DAYS": "3"})
+    assert local["local_data"].retention_days == 3.0
+    assert metrics_query(local["parseable"], local["local_data"]).where() == f"local store {tmp_path}/store/raymetrics"
+    remote = resources_from_env(
+        {"PARSEABLE_URL": "http://p:8000/", "PARSEABLE_USERNAME": "u", "PARSEABLE_PASSWORD": "x"},
+    )
+    assert metrics_query(remote["parseable"], remote["local_data"]).where() == "http://p:8000 (dataset raymetrics)"
+    for bad in ("0", "a week"):
+        with pytest.raises(ValueError, match="RAYMETRICS_LOCAL_RETENTION_DAYS"):
+            resources_from_env({"RAYMETRICS_LOCAL_RETENTION_DAYS": bad})
