@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from raymetrics_pipeline.localstore import LocalStore
 from raymetrics_pipeline.otlp import parse_resource_attributes
@@ -100,6 +101,18 @@ class LocalDataResource(dg.ConfigurableResource):
         return LocalStore(Path(self.data_dir) / "store", stream)
 
 
+class RollupSettings(dg.ConfigurableResource):
+    """How long rollups are kept and when metrics count as late."""
+
+    retention_days: float = 400.0
+    ingestion_freshness_minutes: float = 2.0
+    rollup_freshness_minutes: float = 15.0
+
+
+def rollups_database_path(environ: Mapping[str, str]) -> str:
+    return environ.get("RAYMETRICS_DUCKDB_PATH") or str(Path(default_data_dir(environ)) / "rollups.duckdb")
+
+
 def metrics_query(parseable: ParseableResource, local_data: LocalDataResource) -> MetricsQuery:
     """The query layer over wherever the rows are: Parseable when configured, else the local store."""
     if parseable.configured:
@@ -141,14 +154,14 @@ def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
     return value
 
 
-def _retention_days(environ: Mapping[str, str]) -> float:
-    text = environ.get("RAYMETRICS_LOCAL_RETENTION_DAYS") or "7"
+def _days(name: str, environ: Mapping[str, str], default: float) -> float:
+    text = environ.get(name) or str(default)
     try:
         days = float(text)
     except ValueError:
         days = 0.0
     if days <= 0:
-        raise ValueError(f"RAYMETRICS_LOCAL_RETENTION_DAYS={text!r}: give a number of days above 0, e.g. 7")
+        raise ValueError(f"{name}={text!r}: give a number of days above 0, e.g. {default:g}")
     return days
 
 
@@ -176,5 +189,9 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
             compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
         ),
-        "local_data": LocalDataResource(data_dir=default_data_dir(environ), retention_days=_retention_days(environ)),
+        "local_data": LocalDataResource(
+            data_dir=default_data_dir(environ), retention_days=_days("RAYMETRICS_LOCAL_RETENTION_DAYS", environ, 7)
+        ),
+        "rollups_db": DuckDBResource(database=rollups_database_path(environ)),
+        "rollup_settings": RollupSettings(retention_days=_days("RAYMETRICS_ROLLUP_RETENTION_DAYS", environ, 400)),
     }

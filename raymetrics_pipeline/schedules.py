@@ -1,8 +1,17 @@
-"""Schedules for housekeeping."""
+"""Schedules: rollups every 5 minutes, and housekeeping."""
+
+from datetime import timedelta
 
 import dagster as dg
 
+from raymetrics_pipeline.checks import (
+    node_memory_pressure,
+    node_minute_is_fresh_and_complete,
+    object_store_pressure,
+    raymetrics_is_fresh,
+)
 from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs
+from raymetrics_pipeline.rollup_assets import HOURLY, minute_rollups, ray_run_comparison, summaries
 
 prune_scrape_runs_schedule = dg.ScheduleDefinition(
     job=prune_scrape_runs,
@@ -16,4 +25,39 @@ maintain_local_store_schedule = dg.ScheduleDefinition(
     cron_schedule="*/10 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 10 minutes, fold the local store's cycle files into hourly files and apply its retention.",
+)
+
+refresh_rollups = dg.define_asset_job(
+    "refresh_rollups",
+    selection=dg.AssetSelection.assets(minute_rollups),
+    description="Pull an hour's minute aggregates into DuckDB (run per partition; backfills run as one run).",
+)
+refresh_reports = dg.define_asset_job(
+    "refresh_reports",
+    selection=dg.AssetSelection.assets(summaries, ray_run_comparison)
+    | dg.AssetSelection.checks(
+        raymetrics_is_fresh, node_minute_is_fresh_and_complete, object_store_pressure, node_memory_pressure
+    ),
+    description="Session and job summaries, the run comparison, and the freshness and pressure checks.",
+)
+
+
+@dg.schedule(
+    cron_schedule="*/5 * * * *",
+    job=refresh_rollups,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes: refresh the current and previous hour's rollups (late points included).",
+)
+def rollups_schedule(context: dg.ScheduleEvaluationContext):
+    now = context.scheduled_execution_time
+    for hour in (now - timedelta(hours=1), now):
+        key = HOURLY.get_partition_key_for_timestamp(hour.timestamp())
+        yield dg.RunRequest(run_key=f"{key}@{now:%Y%m%d%H%M}", partition_key=key)
+
+
+reports_schedule = dg.ScheduleDefinition(
+    job=refresh_reports,
+    cron_schedule="2-59/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes, just after the rollups: summaries, comparison and checks.",
 )

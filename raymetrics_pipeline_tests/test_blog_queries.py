@@ -12,47 +12,18 @@ from collections import defaultdict
 from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 
-import dagster as dg
 import pytest
 
-from raymetrics_pipeline.jobs import scrape_and_ship
 from raymetrics_pipeline.localstore import LocalStore
 from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
-from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
-from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, rounds, scrape_fixtures
+from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, scrape_fixtures
+from raymetrics_pipeline_tests.scraped_text import lines_of, load_by_scrape_runs, minute_of
 
 ORIGINS = [
     "project",
     pytest.param("shared", marks=pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="no ../shared")),
 ]
-
-
-def stamped(text: str, time_ms: int) -> str:
-    """The exposition with every sample carrying its scrape time, as Prometheus text allows."""
-    return "\n".join(
-        f"{line} {time_ms}" if line.strip() and not line.startswith("#") else line for line in text.split("\n")
-    )
-
-
-def labels_and_value(line: str) -> tuple[dict[str, str], float]:
-    """Ray's lines carry no escapes or commas inside values, so a split is an independent reading."""
-    inside = line[line.index("{") + 1 : line.rindex("}")]
-    labels = dict(pair.split("=", 1) for pair in inside.split('",') if pair)
-    return {k: v.strip('"') for k, v in labels.items()}, float(line.rsplit(" ", 1)[1])
-
-
-def minute_of(time_ns: int) -> str:
-    return datetime.fromtimestamp(time_ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:00")
-
-
-def lines_of(fixtures, *metrics: str):
-    for fixture in fixtures:
-        for line in fixture.text().splitlines():
-            name = line.split("{", 1)[0]
-            if name in metrics and "{" in line:
-                yield fixture, name, *labels_and_value(line)
 
 
 @pytest.fixture(scope="module", params=ORIGINS)
@@ -63,20 +34,7 @@ def loaded(request, tmp_path_factory):
     started = datetime.now(UTC)
     with ExitStack() as stack:
         parseable = stack.enter_context(ParseableDouble())
-        exporters = {port: stack.enter_context(Exporter()) for port in sorted({f.port for f in fixtures})}
-        instance = stack.enter_context(dg.instance_for_test())
-        sinks = [ParseableResource(url=parseable.url, username="admin", password="admin"), ParseableResource()]
-        for scrape_round in rounds(fixtures):
-            for fixture in scrape_round:
-                exporters[fixture.port].body = stamped(fixture.text(), fixture.scrape_time_unix_nano // 10**6)
-            targets = ",".join(exporters[f.port].target for f in scrape_round)
-            for sink in sinks:
-                resources = {
-                    "ray_metrics": RayMetricsSource(targets=targets),
-                    "parseable": sink,
-                    "local_data": LocalDataResource(data_dir=str(data_dir)),
-                }
-                assert scrape_and_ship.execute_in_process(resources=resources, instance=instance).success
+        load_by_scrape_runs(stack, fixtures, parseable, data_dir)
         backends = {
             "parseable": MetricsQuery(stack.enter_context(closing(ParseableSql(parseable.url, "admin", "admin")))),
             "local store": MetricsQuery(LocalSql(LocalStore(data_dir / "store"))),
