@@ -31,7 +31,7 @@ TERMINAL_TASK_STATES = ("FINISHED", "FAILED")
 MINUTE_TABLES = ("node_minute", "task_state_minute", "object_store_minute", "job_minute")
 
 # Columns the rollups read, beyond the identity ones ``ray_points`` derives.
-REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", "p_timestamp", "Name", "State")
+REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", "p_timestamp")
 _OPTIONAL_TASK_SERIES_COLUMNS = ("IsRetry", "Source", "Component")
 
 SCHEMA = """
@@ -78,6 +78,11 @@ def _sample_filter(start: datetime, end: datetime) -> str:
     return f"time_unix_nano >= {_at(start)} AND time_unix_nano < {_at(end)}"
 
 
+def _label(name: str, columns: set[str]) -> str:
+    """A Ray label as a SQL value; ``''`` when no row in the dataset has carried it yet (no task run so far)."""
+    return f"COALESCE(\"{name}\", '')" if name in columns else "''"
+
+
 def _value_of(metric: str, aggregate: str, name: str) -> str:
     return f"{aggregate}(CASE WHEN metric_name = '{metric}' THEN data_point_value END) AS {name}"
 
@@ -108,34 +113,34 @@ def task_level_sql(window: Window, columns: set[str]) -> str:
     return f"""
         WITH series_level AS (
             SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id,
-                   ray_session AS session_name, ray_job AS job_id, "Name" AS task_name, "State" AS state,
+                   ray_session AS session_name, ray_job AS job_id, {_label("Name", columns)} AS task_name,
+                   {_label("State", columns)} AS state,
                    {", ".join(series)}, LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
             FROM ray_points
             WHERE metric_name = 'ray_tasks' AND {_sample_filter(window.start - LEVEL_LOOKBACK, window.end)}
             GROUP BY {", ".join(str(i) for i in range(1, 7 + len(series)))})
-        SELECT minute, cluster_id, session_name, job_id, COALESCE(task_name, '') AS task_name,
-               COALESCE(state, '') AS state, SUM(level) AS tasks
+        SELECT minute, cluster_id, session_name, job_id, task_name, state, SUM(level) AS tasks
         FROM series_level GROUP BY 1, 2, 3, 4, 5, 6"""
 
 
-def object_store_sql(window: Window) -> str:
+def object_store_sql(window: Window, columns: set[str]) -> str:
     return f"""
         SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id,
-               ray_session AS session_name, ray_node AS node, COALESCE("ObjectState", '') AS object_state,
-               COALESCE("Location", '') AS location, AVG(data_point_value) AS bytes_avg,
+               ray_session AS session_name, ray_node AS node, {_label("ObjectState", columns)} AS object_state,
+               {_label("Location", columns)} AS location, AVG(data_point_value) AS bytes_avg,
                MAX(data_point_value) AS bytes_max
         FROM ray_points
         WHERE metric_name = 'ray_object_store_memory' AND {_sample_filter(window.start, window.end)}
         GROUP BY 1, 2, 3, 4, 5, 6"""
 
 
-def object_store_node_sql(window: Window) -> str:
+def object_store_node_sql(window: Window, columns: set[str]) -> str:
     return f"""
         SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id,
                ray_session AS session_name, ray_node AS node,
                {_value_of("ray_object_store_used_memory", "AVG", "node_used_bytes")},
                {_value_of("ray_object_store_available_memory", "AVG", "node_available_bytes")},
-               MAX(CASE WHEN metric_name = 'ray_spill_manager_objects_bytes' AND "State" = 'Spilled'
+               MAX(CASE WHEN metric_name = 'ray_spill_manager_objects_bytes' AND {_label("State", columns)} = 'Spilled'
                    THEN data_point_value END) AS node_spilled_bytes
         FROM ray_points
         WHERE metric_name IN ('ray_object_store_used_memory', 'ray_object_store_available_memory',
@@ -144,12 +149,13 @@ def object_store_node_sql(window: Window) -> str:
         GROUP BY 1, 2, 3, 4"""
 
 
-def job_minute_sql(window: Window) -> str:
+def job_minute_sql(window: Window, columns: set[str]) -> str:
     """What Ray labels with a job: its duration, its live actors, its running tasks (last values)."""
     return f"""
         WITH series_level AS (
             SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id,
-                   ray_session AS session_name, ray_job AS job_id, metric_name, "State" AS state, "Name" AS name,
+                   ray_session AS session_name, ray_job AS job_id, metric_name, {_label("State", columns)} AS state,
+                   {_label("Name", columns)} AS name,
                    ray_node, LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
             FROM ray_points
             WHERE metric_name IN ('ray_job_duration_s', 'ray_actors', 'ray_tasks') AND ray_job <> ''
@@ -190,9 +196,9 @@ def pull(query: MetricsQuery, window: Window, now: datetime) -> dict[str, list[d
     return {
         "node_minute": run(node_minute_sql(window)),
         "task_levels": run(task_level_sql(window, columns)),
-        "object_store_minute": run(object_store_sql(window)),
-        "object_store_node": run(object_store_node_sql(window)),
-        "job_minute": run(job_minute_sql(window)),
+        "object_store_minute": run(object_store_sql(window, columns)),
+        "object_store_node": run(object_store_node_sql(window, columns)),
+        "job_minute": run(job_minute_sql(window, columns)),
     }
 
 

@@ -1,0 +1,164 @@
+"""Asset checks and the guards around the rollups: freshness, gaps, pressure, missing columns, a held lock."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from raymetrics_pipeline import otlp, rollups
+from raymetrics_pipeline.assets import raymetrics_at
+from raymetrics_pipeline.checks import (
+    node_memory_pressure,
+    node_minute_is_fresh_and_complete,
+    object_store_pressure,
+    raymetrics_is_fresh,
+)
+from raymetrics_pipeline.localstore import LocalStore
+from raymetrics_pipeline.parseable_rows import rows_table
+from raymetrics_pipeline.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RollupSettings
+from raymetrics_pipeline.rollup_assets import HOURLY, minute_rollups
+
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+TEXT = 'ray_node_cpu_utilization{ip="10.0.0.1",SessionName="s1"} 50\n'
+
+
+def resources(tmp_path) -> dict:
+    return {
+        "parseable": ParseableResource(),
+        "local_data": LocalDataResource(data_dir=str(tmp_path)),
+        "rollups_db": DuckDBResource(database=str(tmp_path / "rollups.duckdb")),
+        "rollup_settings": RollupSettings(),
+    }
+
+
+def write_sample(tmp_path, sampled: datetime, text: str = TEXT) -> None:
+    scrapes = [(NO_LABELS, otlp.to_metrics(parse(text), int(sampled.timestamp() * 1e9)).metrics)]
+    LocalStore(tmp_path / "store").write(rows_table(scrapes, sampled), sampled)
+
+
+def run_checks(tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
+    """Run ``checks`` as the reports job does, with nothing else selected."""
+    job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
+    defs = dg.Definitions(
+        assets=[raymetrics_at("test"), minute_rollups],
+        asset_checks=list(checks),
+        jobs=[job],
+        resources=resources(tmp_path),
+    )
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("checks_only").execute_in_process(instance=instance, raise_on_error=False)
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+@pytest.mark.parametrize(("age_seconds", "passed"), [(30, True), (600, False)])
+def test_ingestion_freshness_measures_the_newest_sample(tmp_path, age_seconds, passed):
+    write_sample(tmp_path, datetime.now(UTC) - timedelta(seconds=age_seconds))
+    evaluation = run_checks(tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
+    assert evaluation.passed is passed
+    assert evaluation.metadata["lag_seconds"].value == pytest.approx(age_seconds, abs=20)
+
+
+def fill_node_minutes(tmp_path, minutes: list[datetime], pressure: float = 0.5) -> None:
+    with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
+        connection.execute(rollups.SCHEMA)
+        for minute in minutes:
+            connection.execute(
+                "INSERT INTO node_minute (minute, cluster_id, session_name, node, mem_pressure_max) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [minute.replace(tzinfo=None), "prod-a", "s1", "10.0.0.1", pressure],
+            )
+
+
+def test_rollup_gaps_warn_and_name_the_missing_minutes(tmp_path):
+    fill_node_minutes(tmp_path, [NOW - timedelta(minutes=m) for m in (1, 2, 5, 6)])
+    evaluation = run_checks(tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    (gap,) = evaluation.metadata["missing_minutes"].value
+    assert gap.startswith("prod-a / s1 / 10.0.0.1:") and gap.endswith("(2 min)")
+
+
+def test_stale_rollups_fail(tmp_path):
+    fill_node_minutes(tmp_path, [NOW - timedelta(hours=2)])
+    evaluation = run_checks(tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_pressure_warns_naming_cluster_session_node_and_minute(tmp_path):
+    fill_node_minutes(tmp_path, [NOW - timedelta(minutes=3)], pressure=0.95)
+    with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
+        connection.execute(
+            "INSERT INTO object_store_minute (minute, cluster_id, session_name, node, object_state, location, "
+            "node_pressure) VALUES (?, 'prod-a', 's1', '10.0.0.1', '', 'IN_MEMORY', 0.85)",
+            [(NOW - timedelta(minutes=4)).replace(tzinfo=None)],
+        )
+    evaluations = run_checks(tmp_path, node_memory_pressure, object_store_pressure)
+    memory, store = evaluations["node_memory_pressure"], evaluations["object_store_pressure"]
+    assert not memory.passed and memory.metadata["where"].value == [
+        f"prod-a / s1 / 10.0.0.1 at {NOW - timedelta(minutes=3):%Y-%m-%d %H:%M}: 95%"
+    ]
+    assert not store.passed and store.severity == dg.AssetCheckSeverity.WARN
+    assert "85%" in store.metadata["where"].value[0]
+
+
+def test_missing_columns_fail_the_schema_check_before_anything_is_written(tmp_path):
+    sampled = NOW - timedelta(minutes=5)
+    LocalStore(tmp_path / "store").write(
+        pa.table(
+            {"metric_name": ["ray_tasks"], "p_timestamp": pa.array([sampled.replace(tzinfo=None)], pa.timestamp("ms"))}
+        ),
+        sampled,
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
+            resources=resources(tmp_path), instance=instance, raise_on_error=False,
+        )  # fmt: skip
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not result.success and not evaluation.passed
+    assert evaluation.metadata["missing_columns"].value == ["data_point_value", "time_unix_nano"]
+    assert not (tmp_path / "rollups.duckdb").exists(), "nothing was written"
+
+
+HOLD_LOCK = """
+import duckdb, sys, time
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_run_that_meets_a_lock_waits_and_says_who_holds_it(tmp_path):
+    sampled = NOW - timedelta(minutes=2)
+    write_sample(tmp_path, sampled)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "rollups.duckdb"), "3"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
+            resources=resources(tmp_path), instance=instance,
+        )  # fmt: skip
+        warnings = [
+            record.user_message for record in instance.all_logs(result.run_id) if "is locked by" in record.user_message
+        ]
+    holder.wait()
+    assert result.success and warnings
+    assert f"(PID {holder.pid})" in warnings[0]
+
+
+def test_old_rollups_expire_and_summaries_stay(tmp_path):
+    old, recent = NOW - timedelta(days=500), NOW - timedelta(minutes=2)
+    fill_node_minutes(tmp_path, [old, recent])
+    with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
+        rollups.refresh_summaries(connection, NOW)
+        assert rollups.delete_minutes_before(connection, NOW - timedelta(days=400)) == 1
+        remaining = connection.execute("SELECT COUNT(*) FROM node_minute").fetchall()
+        summary = connection.execute("SELECT first_seen FROM session_summary").fetchall()
+    assert remaining == [(1,)] and summary == [(old.replace(tzinfo=None),)]
