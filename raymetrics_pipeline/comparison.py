@@ -72,7 +72,7 @@ def _short(session: str) -> str:
 
 
 def render_chart(over_time: list[dict], failed: list[dict]) -> bytes:
-    figure, (cpu_axis, memory_axis, failed_axis) = plt.subplots(1, 3, figsize=(15, 4.2), dpi=90)
+    figure, (cpu_axis, memory_axis, failed_axis) = plt.subplots(1, 3, figsize=(13, 4), dpi=80)
     for session in sorted({row["session_name"] for row in over_time}):
         points = [row for row in over_time if row["session_name"] == session]
         minutes = [row["minutes_in"] for row in points]

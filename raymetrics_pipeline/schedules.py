@@ -11,7 +11,7 @@ from raymetrics_pipeline.checks import (
     raymetrics_is_fresh,
 )
 from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs
-from raymetrics_pipeline.rollup_assets import HOURLY, minute_rollups, ray_run_comparison, summaries
+from raymetrics_pipeline.rollup_assets import HOURLY, SCHEMA_CHECK, minute_rollups, ray_run_comparison, summaries
 
 prune_scrape_runs_schedule = dg.ScheduleDefinition(
     job=prune_scrape_runs,
@@ -29,7 +29,9 @@ maintain_local_store_schedule = dg.ScheduleDefinition(
 
 refresh_rollups = dg.define_asset_job(
     "refresh_rollups",
-    selection=dg.AssetSelection.assets(minute_rollups),
+    # The assets with only their in-asset column check: the other checks run with the reports.
+    selection=dg.AssetSelection.assets(minute_rollups).without_checks()
+    | dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("node_minute"), SCHEMA_CHECK)),
     description="Pull an hour's minute aggregates into DuckDB (run per partition; backfills run as one run).",
 )
 refresh_reports = dg.define_asset_job(
