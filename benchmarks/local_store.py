@@ -1,11 +1,12 @@
-"""The local store's size per node per day, and the blog's three questions over one hour on each backend.
+"""The local store's size per node per day, and queries over one hour on each backend.
 
 One hour of a single Ray node (240 cycles, 15 s apart, each a round of the project's captured
 scrapes of its three endpoints) goes into a local store and into the Parseable test double
 (DataFusion over in-memory Arrow, standing in for a Parseable server, which cannot run here).
 Prints the store's bytes per cycle before and after hourly compaction, the bytes per node per
-day that implies, and how long each question takes through the query layer on each backend,
-the local store both as written (one file per cycle, as the current hour always is) and compacted.
+day that implies, and how long the blog's three questions and one hourly partition of the
+rollups take through the query layer on each backend, the local store both as written (one
+file per cycle) and compacted.
 The captured rounds repeat, which flatters compression: a live node's compacted bytes are higher.
 
 Run: ``python benchmarks/local_store.py [--cycles N]``. The machine is shared: compare ratios.
@@ -20,8 +21,10 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raymetrics_pipeline import otlp  # noqa: E402
+from raymetrics_pipeline import otlp, rollups  # noqa: E402
 from raymetrics_pipeline.localstore import LocalStore  # noqa: E402
 from raymetrics_pipeline.parseable import ParseableClient  # noqa: E402
 from raymetrics_pipeline.parseable_rows import rows_table  # noqa: E402
@@ -73,6 +76,14 @@ def timed(query: MetricsQuery, sql: str, start: datetime, end: datetime, repeat:
     return statistics.median(times), rows
 
 
+def rollup_seconds(query: MetricsQuery, window: rollups.Window, now: datetime, folder: str) -> tuple[float, int]:
+    """One partition of ``minute_rollups``: pull through the query layer and replace it in DuckDB."""
+    began = time.perf_counter()
+    with duckdb.connect(str(Path(folder) / "rollups.duckdb")) as connection:
+        report = rollups.replace_window(connection, window, rollups.pull(query, window, now))
+    return time.perf_counter() - began, sum(report.rows.values())
+
+
 def main() -> None:
     arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     arguments.add_argument("--cycles", type=int, default=240, help="cycles of 15 s (240 = one hour)")
@@ -94,12 +105,15 @@ def main() -> None:
                 question: [timed(backend, sql, start, end, options.repeat) for backend in backends.values()]
                 for question, sql in QUESTIONS.items()
             }
+            partition = rollups.Window(start, start + timedelta(hours=1))
+            rollup_as_written = [rollup_seconds(backend, partition, end, folder) for backend in backends.values()]
             files, per_cycle = len(store.files()), store.size_bytes() / options.cycles
             compaction = store.compact(end + timedelta(hours=2))
             compacted = {
                 question: timed(backends["local store"], sql, start, end, options.repeat)
                 for question, sql in QUESTIONS.items()
             }
+            rollup_compacted = rollup_seconds(backends["local store"], partition, end, folder)
     compacted_per_cycle = compaction.bytes_after / options.cycles
     print(f"{options.cycles} cycles of one node: {files} files, {compaction.rows:,} rows")
     print(f"local store: {per_cycle / 1e3:.1f} KB per cycle as written, {compacted_per_cycle / 1e3:.1f} KB compacted")
@@ -113,6 +127,11 @@ def main() -> None:
             f"{question} ({rows} rows): parseable double {double_seconds * 1e3:,.0f} ms; local store "
             f"{local_seconds * 1e3:,.0f} ms as written, {compacted[question][0] * 1e3:,.0f} ms compacted"
         )
+    (double_rollup, rows), (local_rollup, _) = rollup_as_written
+    print(
+        f"rollup of one hourly partition ({rows} minute rows, pull and DuckDB write): parseable double "
+        f"{double_rollup:.2f} s; local store {local_rollup:.2f} s as written, {rollup_compacted[0]:.2f} s compacted"
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ rollups, and the scrape job reports a materialization of ``raymetrics`` for ever
 import dagster as dg
 
 RAYMETRICS_ASSET_KEY = dg.AssetKey("raymetrics")
+OWNERS = ["team:raymetrics"]
 
 ray_metrics_endpoints = dg.AssetSpec(
     "ray_metrics_endpoints",
     description="Ray's Prometheus /metrics endpoints (metrics agent, dashboard, autoscaler) on every node.",
     group_name="ingest",
     kinds={"ray", "prometheus"},
+    owners=OWNERS,
 )
 
 
@@ -28,5 +30,6 @@ def raymetrics_at(location: str) -> dg.AssetSpec:
         ),
         group_name="ingest",
         kinds={"parseable", "opentelemetry"},
+        owners=OWNERS,
         metadata={"location": location},
     )

@@ -16,12 +16,11 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from raymetrics_pipeline import rollups
-from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
+from raymetrics_pipeline.assets import OWNERS, RAYMETRICS_ASSET_KEY
 from raymetrics_pipeline.comparison import compare
 from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RollupSettings, metrics_query
 
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", end_offset=1)
-OWNERS = ["team:raymetrics"]
 DUCKDB_POOL = "duckdb"
 SCHEMA_CHECK = "rollup_columns_present"
 _LOCK_HOLDER_RE = re.compile(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?(?: by user .*)?\. ")
@@ -194,11 +193,18 @@ def summaries(context: dg.AssetExecutionContext, rollups_db: DuckDBResource):
     """Summarise again every session still reporting (and any not summarised yet)."""
     with rollups_connection(rollups_db, context.log) as connection:
         counts = rollups.refresh_summaries(connection, datetime.now(UTC))
-        sessions = [row[0] for row in connection.execute("SELECT session_name FROM session_summary").fetchall()]
+        ((sessions, first_seen, last_seen),) = connection.execute(
+            "SELECT LIST(session_name ORDER BY session_name), MIN(first_seen), MAX(last_seen) FROM session_summary"
+        ).fetchall()
     for table, rows in counts.items():
         yield dg.MaterializeResult(
             asset_key=table,
-            metadata={"dagster/row_count": rows, "sessions": dg.MetadataValue.json(sorted(sessions))},
+            metadata={
+                "dagster/row_count": rows,
+                "sessions": dg.MetadataValue.json(sessions or []),
+                "first_seen": str(first_seen),
+                "last_seen": str(last_seen),
+            },
         )
 
 

@@ -162,3 +162,23 @@ def test_old_rollups_expire_and_summaries_stay(tmp_path):
         remaining = connection.execute("SELECT COUNT(*) FROM node_minute").fetchall()
         summary = connection.execute("SELECT first_seen FROM session_summary").fetchall()
     assert remaining == [(1,)] and summary == [(old.replace(tzinfo=None),)]
+
+
+def test_a_backfill_of_several_hours_runs_as_one_run(tmp_path):
+    hours = [NOW.replace(minute=30) - timedelta(hours=h) for h in (3, 2)]
+    for sampled in hours:
+        write_sample(tmp_path, sampled)
+    keys = [HOURLY.get_partition_key_for_timestamp(moment.timestamp()) for moment in hours]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [minute_rollups], resources=resources(tmp_path), instance=instance,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
+        )  # fmt: skip
+    node_minute = [
+        m for m in result.asset_materializations_for_node("minute_rollups") if m.asset_key.path == ["node_minute"]
+    ]
+    assert sorted(m.partition for m in node_minute) == keys, "one materialization per hour of the range"
+    assert all(m.metadata["hours"].value == 2 for m in node_minute)
+    with duckdb.connect(str(tmp_path / "rollups.duckdb"), read_only=True) as connection:
+        minutes = connection.execute("SELECT minute FROM node_minute ORDER BY minute").fetchall()
+    assert [minute for (minute,) in minutes] == [moment.replace(second=0, tzinfo=None) for moment in hours]

@@ -139,3 +139,14 @@ def test_the_query_layer_follows_the_same_settings_as_the_sink(tmp_path):
     for bad in ("0", "a week"):
         with pytest.raises(ValueError, match="RAYMETRICS_LOCAL_RETENTION_DAYS"):
             resources_from_env({"RAYMETRICS_LOCAL_RETENTION_DAYS": bad})
+
+
+def test_every_asset_says_what_it_is_who_owns_it_and_where_it_sits():
+    from raymetrics_pipeline.definitions import defs
+
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert {"raymetrics", "node_minute", "task_state_minute", "session_summary", "ray_run_comparison"} <= set(specs)
+    for name, spec in specs.items():
+        assert spec.description and spec.kinds and spec.owners, name
+        assert spec.group_name in ("ingest", "rollups", "reports"), name
+    assert specs["node_minute"].deps[0].asset_key.to_user_string() == "raymetrics", "lineage: raymetrics → rollups"
