@@ -213,9 +213,13 @@ class MetricsQuery:
     def where(self) -> str:
         return self.backend.where()
 
+    def columns(self, start: datetime, end: datetime) -> set[str]:
+        """The stream's columns a query over ``[start, end)`` can name."""
+        return set(self.backend.columns(start, end))
+
     def ray_points(self, start: datetime, end: datetime) -> str:
         """The ``ray_points`` relation's SQL for the columns the stream has in ``[start, end)``."""
-        columns = set(self.backend.columns(start, end))
+        columns = self.columns(start, end)
         shadowed = [name for name in IDENTITY_LABELS if name in columns]
         star = "*" if not shadowed else "* EXCLUDE (" + ", ".join(f'"{name}"' for name in shadowed) + ")"
         identity = ", ".join(

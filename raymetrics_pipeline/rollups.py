@@ -188,7 +188,7 @@ class RollupReport:
 def pull(query: MetricsQuery, window: Window, now: datetime) -> dict[str, list[dict]]:
     """The window's minute aggregates from the query layer, by table (task levels before ``entered``)."""
     ingest_start, ingest_end = window.ingest_window(now)
-    columns = set(query.backend.columns(ingest_start, ingest_end))
+    columns = query.columns(ingest_start, ingest_end)
 
     def run(sql: str) -> list[dict]:
         return query.query(sql, ingest_start, ingest_end)
@@ -204,7 +204,7 @@ def pull(query: MetricsQuery, window: Window, now: datetime) -> dict[str, list[d
 
 def missing_columns(query: MetricsQuery, window: Window, now: datetime) -> list[str]:
     """Columns the rollups need that the dataset lacks over this window's ingest time."""
-    columns = set(query.backend.columns(*window.ingest_window(now)))
+    columns = query.columns(*window.ingest_window(now))
     return [name for name in REQUIRED_COLUMNS if name not in columns]
 
 
