@@ -146,6 +146,7 @@ def minute_rollups(
         reports = [rollups.replace_window(connection, window, rows) for window, rows in pulled]
         expired = rollups.delete_minutes_before(connection, now - timedelta(days=rollup_settings.retention_days))
     sessions = sorted({session for report in reports for session in report.sessions})
+    minutes = [minute for report in reports for minute in (report.first_minute, report.last_minute) if minute]
     for spec in MINUTE_SPECS:
         table = spec.key.path[-1]
         yield dg.MaterializeResult(
@@ -156,6 +157,8 @@ def minute_rollups(
                 "sample_time_from": windows[0].start.isoformat(),
                 "sample_time_to": windows[-1].end.isoformat(),
                 "sessions": dg.MetadataValue.json(sessions),
+                "first_minute": str(min(minutes)) if minutes else "none",
+                "last_minute": str(max(minutes)) if minutes else "none",
                 "source": query.where(),
                 "query_seconds": round(pull_seconds, 3),
                 "expired_rows": expired,

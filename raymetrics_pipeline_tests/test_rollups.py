@@ -201,10 +201,14 @@ def test_re_running_a_partition_replaces_it(rolled_up):
         for m in results["local store"].asset_materializations_for_node("minute_rollups")
         if m.asset_key.path == ["node_minute"]
     ]
-    rows = table(
-        databases["local store"], "SELECT COUNT(*), COUNT(DISTINCT (minute, session_name, node)) FROM node_minute"
+    ((count, distinct, first, last),) = table(
+        databases["local store"],
+        "SELECT COUNT(*), COUNT(DISTINCT (minute, session_name, node)), MIN(minute), MAX(minute) FROM node_minute",
     )
-    assert rows[0][0] == rows[0][1] == materialization.metadata["dagster/row_count"].value
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert count == distinct == metadata["dagster/row_count"]
+    assert (metadata["first_minute"], metadata["last_minute"]) == (str(first), str(last))
+    assert len(metadata["sessions"]) == 2
 
 
 def test_the_comparison_chart_is_a_real_picture_of_both_sessions(rolled_up, tmp_path):
