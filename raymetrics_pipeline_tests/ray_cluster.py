@@ -256,8 +256,10 @@ class RayHead:
         :class:`RayHeadError` (with log tails) is raised and everything is killed.
     wait_for_metrics:
         Metric names that must appear in some target's body before the head
-        counts as ready (``ray_node_*`` appear a few seconds after the
-        endpoints first answer). Empty to skip.
+        counts as ready. Each Ray component reports through the metrics agent
+        on its own schedule, seconds after the endpoints first answer, so the
+        default waits for one metric of each: the node agent, GCS and raylet.
+        Empty to skip.
     object_store_memory:
         ``--object-store-memory`` in bytes, or None for Ray's default.
     loopback_only:
@@ -278,7 +280,11 @@ class RayHead:
         *,
         num_cpus: int = 2,
         startup_timeout: float = 120.0,
-        wait_for_metrics: Sequence[str] = ("ray_node_cpu_utilization",),
+        wait_for_metrics: Sequence[str] = (
+            "ray_node_cpu_utilization",
+            "ray_gcs_placement_group_count",
+            "ray_object_store_available_memory",
+        ),
         object_store_memory: int | None = None,
         loopback_only: bool = False,
         extra_env: dict[str, str] | None = None,
