@@ -150,3 +150,18 @@ def test_every_asset_says_what_it_is_who_owns_it_and_where_it_sits():
         assert spec.description and spec.kinds and spec.owners, name
         assert spec.group_name in ("ingest", "rollups", "reports"), name
     assert specs["node_minute"].deps[0].asset_key.to_user_string() == "raymetrics", "lineage: raymetrics → rollups"
+
+
+def test_the_rollup_runs_check_columns_only_and_the_report_runs_check_the_rest():
+    from raymetrics_pipeline.definitions import defs
+
+    def checks_of(job_name: str) -> set[str]:
+        return {key.name for key in defs.resolve_job_def(job_name).asset_layer.asset_graph.asset_check_keys}
+
+    assert checks_of("refresh_rollups") == {"rollup_columns_present"}
+    assert checks_of("refresh_reports") == {
+        "raymetrics_is_fresh",
+        "node_minute_is_fresh_and_complete",
+        "object_store_pressure",
+        "node_memory_pressure",
+    }
