@@ -139,11 +139,14 @@ def minute_rollups(
                 f"{windows[0].start:%Y-%m-%d %H:%M}–{windows[-1].end:%H:%M} UTC: has scraping run there?"
             )
         )
-    started = time.monotonic()
-    pulled = [(window, rollups.pull(query, window, now)) for window in windows]
-    pull_seconds = time.monotonic() - started
+    reports, pull_seconds = [], 0.0
+    for window in windows:  # an hour at a time, so a week's backfill never holds more than an hour of rows
+        started = time.monotonic()
+        pulled = rollups.pull(query, window, now)
+        pull_seconds += time.monotonic() - started
+        with rollups_connection(rollups_db, context.log) as connection:
+            reports.append(rollups.replace_window(connection, window, pulled))
     with rollups_connection(rollups_db, context.log) as connection:
-        reports = [rollups.replace_window(connection, window, rows) for window, rows in pulled]
         expired = rollups.delete_minutes_before(connection, now - timedelta(days=rollup_settings.retention_days))
     sessions = sorted({session for report in reports for session in report.sessions})
     minutes = [minute for report in reports for minute in (report.first_minute, report.last_minute) if minute]
