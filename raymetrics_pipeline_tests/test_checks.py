@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -126,30 +128,52 @@ def test_missing_columns_fail_the_schema_check_before_anything_is_written(tmp_pa
 
 
 HOLD_LOCK = """
-import duckdb, sys, time
+import duckdb, pathlib, sys, time
 connection = duckdb.connect(sys.argv[1])
 print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
+release, deadline = pathlib.Path(sys.argv[2]), time.time() + 120
+while not release.exists() and time.time() < deadline:
+    time.sleep(0.05)
 """
 
 
+def lock_warnings(instance) -> list[str]:
+    return [
+        record.user_message
+        for run in instance.get_runs()
+        for record in instance.all_logs(run.run_id)
+        if "is locked by" in record.user_message
+    ]
+
+
 def test_a_run_that_meets_a_lock_waits_and_says_who_holds_it(tmp_path):
+    """Another process holds the file until the run has said it waits for it; then the run goes on."""
     sampled = NOW - timedelta(minutes=2)
     write_sample(tmp_path, sampled)
+    release = tmp_path / "release"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "rollups.duckdb"), "3"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "rollups.duckdb"), str(release)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "holding"
     with dg.instance_for_test() as instance:
+
+        def release_once_the_run_waits() -> None:
+            while not lock_warnings(instance) and holder.poll() is None:
+                time.sleep(0.1)
+            release.touch()
+
+        watcher = threading.Thread(target=release_once_the_run_waits)
+        watcher.start()
         result = dg.materialize(
             [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
             resources=resources(tmp_path), instance=instance,
         )  # fmt: skip
-        warnings = [
-            record.user_message for record in instance.all_logs(result.run_id) if "is locked by" in record.user_message
-        ]
+        watcher.join()
+        warnings = lock_warnings(instance)
     holder.wait()
-    assert result.success and warnings
+    assert result.success and warnings and holder.returncode == 0
     assert f"(PID {holder.pid})" in warnings[0]
 
 
