@@ -53,6 +53,28 @@ class ParseableError(Exception):
         self.status = status
 
 
+def server_url(url: str) -> str:
+    """``PARSEABLE_URL`` checked and without its trailing slash; a clear error when it cannot work."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"PARSEABLE_URL={url!r} is not an http(s) URL such as http://localhost:8000")
+    if parsed.userinfo:
+        raise ValueError("PARSEABLE_URL must not carry credentials: set PARSEABLE_USERNAME and PARSEABLE_PASSWORD")
+    return str(parsed).rstrip("/")
+
+
+def http_client(
+    username: str, password: str, timeout_seconds: float, transport: httpx.BaseTransport | None, **headers: str
+) -> httpx.Client:
+    """An HTTP client for Parseable: basic auth and our User-Agent on every request."""
+    return httpx.Client(
+        auth=httpx.BasicAuth(username, password),
+        timeout=timeout_seconds,
+        transport=transport,
+        headers={**headers, "User-Agent": USER_AGENT},
+    )
+
+
 def location(url: str, stream: str) -> str:
     """Where rows go on a Parseable server, for people."""
     return f"{url.rstrip('/')} (dataset {stream})"
@@ -162,21 +184,17 @@ class ParseableClient:
             raise ValueError(f"PARSEABLE_OTLP_ENCODING={encoding!r}: use json (Parseable OSS) or protobuf")
         if compression not in COMPRESSIONS:
             raise ValueError(f"PARSEABLE_COMPRESSION={compression!r}: use one of {', '.join(COMPRESSIONS)}")
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"PARSEABLE_URL={url!r} is not an http(s) URL such as http://localhost:8000")
-        if parsed.userinfo:
-            raise ValueError("PARSEABLE_URL must not carry credentials: set PARSEABLE_USERNAME and PARSEABLE_PASSWORD")
-        self.url = str(parsed).rstrip("/")
+        self.url = server_url(url)
         self.stream = validate_stream_name(stream)
         self.encoding = encoding
         self.content_type = CONTENT_TYPES[encoding]
         self.compression = compression
-        self._client = httpx.Client(
-            auth=httpx.BasicAuth(username, password),
-            timeout=http_timeout_seconds,
-            transport=transport,
-            headers={"X-P-Stream": self.stream, "X-P-Log-Source": LOG_SOURCE, "User-Agent": USER_AGENT},
+        self._client = http_client(
+            username,
+            password,
+            http_timeout_seconds,
+            transport,
+            **{"X-P-Stream": self.stream, "X-P-Log-Source": LOG_SOURCE},
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 from datafusion import SessionContext
 
 from raymetrics_pipeline.localstore import LocalStore, StoreEmpty, unified_schema
-from raymetrics_pipeline.parseable import USER_AGENT, location, validate_stream_name
+from raymetrics_pipeline.parseable import http_client, location, server_url, validate_stream_name
 from raymetrics_pipeline.parseable_rows import RECEIVED_AT
 
 RAY_POINTS = "ray_points"
@@ -150,14 +150,9 @@ class ParseableSql:
         timeout_seconds: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = server_url(url)
         self.stream = validate_stream_name(stream)
-        self._client = httpx.Client(
-            auth=httpx.BasicAuth(username, password),
-            timeout=timeout_seconds,
-            transport=transport,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._client = http_client(username, password, timeout_seconds, transport)
 
     def close(self) -> None:
         self._client.close()
