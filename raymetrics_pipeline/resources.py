@@ -7,6 +7,7 @@ interface). Secrets are passed as ``dg.EnvVar`` so Dagster resolves them only at
 and the UI shows the variable's name, never its value.
 """
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -143,26 +144,25 @@ def default_data_dir(environ: Mapping[str, str]) -> str:
     return str(Path.cwd() / ".raymetrics")
 
 
-def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
+def _number(name: str, environ: Mapping[str, str], default: float, valid, advice: str) -> float:
+    """A numeric setting, or a clear error that names it and says what to give."""
     text = environ.get(name) or str(default)
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not 0 < value <= 14:
-        raise ValueError(f"{name}={text!r}: give a number of seconds above 0 and below the 15 s scrape interval")
+        value = math.nan  # fails every ``valid``
+    if not valid(value):
+        raise ValueError(f"{name}={text!r}: {advice}")
     return value
 
 
+def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
+    advice = "give a number of seconds above 0 and below the 15 s scrape interval"
+    return _number(name, environ, default, lambda value: 0 < value <= 14, advice)
+
+
 def _days(name: str, environ: Mapping[str, str], default: float) -> float:
-    text = environ.get(name) or str(default)
-    try:
-        days = float(text)
-    except ValueError:
-        days = 0.0
-    if days <= 0:
-        raise ValueError(f"{name}={text!r}: give a number of days above 0, e.g. {default:g}")
-    return days
+    return _number(name, environ, default, lambda days: days > 0, f"give a number of days above 0, e.g. {default:g}")
 
 
 def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
