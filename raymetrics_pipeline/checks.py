@@ -92,7 +92,13 @@ def node_minute_is_fresh_and_complete(
     return dg.AssetCheckResult(passed=not gaps, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
-def _pressure_result(rows: list[tuple], limit: float, what: str) -> dg.AssetCheckResult:
+def _minutes_under_pressure(
+    context: dg.AssetCheckExecutionContext, rollups_db: DuckDBResource, sql: str, limit: float
+) -> dg.AssetCheckResult:
+    """WARN listing the ``(cluster, session, node, minute, pressure)`` rows ``sql`` finds above ``limit``."""
+    since = datetime.now(UTC).replace(tzinfo=None) - LOOK_BACK
+    with rollups_connection(rollups_db, context.log) as connection:
+        rows = connection.execute(sql, [since, limit]).fetchall()
     listed = [
         f"{cluster or '(no cluster)'} / {session} / {node} at {minute:%Y-%m-%d %H:%M}: {pressure:.0%}"
         for cluster, session, node, minute, pressure in rows[:LISTED]
@@ -100,7 +106,7 @@ def _pressure_result(rows: list[tuple], limit: float, what: str) -> dg.AssetChec
     return dg.AssetCheckResult(
         passed=not rows,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"limit": limit, f"minutes_above_{what}": len(rows), "where": dg.MetadataValue.json(listed)},
+        metadata={"limit": limit, "minutes_above_limit": len(rows), "where": dg.MetadataValue.json(listed)},
     )
 
 
@@ -110,14 +116,13 @@ def _pressure_result(rows: list[tuple], limit: float, what: str) -> dg.AssetChec
     pool=DUCKDB_POOL,
 )
 def object_store_pressure(context: dg.AssetCheckExecutionContext, rollups_db: DuckDBResource) -> dg.AssetCheckResult:
-    since = datetime.now(UTC).replace(tzinfo=None) - LOOK_BACK
-    with rollups_connection(rollups_db, context.log) as connection:
-        rows = connection.execute(
-            """SELECT DISTINCT cluster_id, session_name, node, minute, node_pressure FROM object_store_minute
-               WHERE minute >= ? AND node_pressure > ? ORDER BY node_pressure DESC, minute""",
-            [since, OBJECT_STORE_PRESSURE_LIMIT],
-        ).fetchall()
-    return _pressure_result(rows, OBJECT_STORE_PRESSURE_LIMIT, "limit")
+    return _minutes_under_pressure(
+        context,
+        rollups_db,
+        """SELECT DISTINCT cluster_id, session_name, node, minute, node_pressure FROM object_store_minute
+           WHERE minute >= ? AND node_pressure > ? ORDER BY node_pressure DESC, minute""",
+        OBJECT_STORE_PRESSURE_LIMIT,
+    )
 
 
 @dg.asset_check(
@@ -126,11 +131,10 @@ def object_store_pressure(context: dg.AssetCheckExecutionContext, rollups_db: Du
     pool=DUCKDB_POOL,
 )
 def node_memory_pressure(context: dg.AssetCheckExecutionContext, rollups_db: DuckDBResource) -> dg.AssetCheckResult:
-    since = datetime.now(UTC).replace(tzinfo=None) - LOOK_BACK
-    with rollups_connection(rollups_db, context.log) as connection:
-        rows = connection.execute(
-            """SELECT cluster_id, session_name, node, minute, mem_pressure_max FROM node_minute
-               WHERE minute >= ? AND mem_pressure_max > ? ORDER BY mem_pressure_max DESC, minute""",
-            [since, MEMORY_PRESSURE_LIMIT],
-        ).fetchall()
-    return _pressure_result(rows, MEMORY_PRESSURE_LIMIT, "limit")
+    return _minutes_under_pressure(
+        context,
+        rollups_db,
+        """SELECT cluster_id, session_name, node, minute, mem_pressure_max FROM node_minute
+           WHERE minute >= ? AND mem_pressure_max > ? ORDER BY mem_pressure_max DESC, minute""",
+        MEMORY_PRESSURE_LIMIT,
+    )
