@@ -223,5 +223,10 @@ def unified_schema(files: list[Path], schemas: dict[Path, pa.Schema] | None = No
     return pa.schema(sorted(merged, key=lambda field: field.name))
 
 
+def files_dataset(files: list[Path], schemas: dict[Path, pa.Schema] | None = None) -> ds.Dataset:
+    """The files as one dataset under their unified schema (a file lacking a column reads it as null)."""
+    return ds.dataset([str(path) for path in files], schema=unified_schema(files, schemas), format="parquet")
+
+
 def read_files(files: list[Path]) -> pa.Table:
-    return ds.dataset([str(path) for path in files], schema=unified_schema(files), format="parquet").to_table()
+    return files_dataset(files).to_table()

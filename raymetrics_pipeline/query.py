@@ -23,7 +23,7 @@ import httpx
 import pyarrow.dataset as ds
 from datafusion import SessionContext
 
-from raymetrics_pipeline.localstore import LocalStore, StoreEmpty, unified_schema
+from raymetrics_pipeline.localstore import LocalStore, StoreEmpty, files_dataset, unified_schema
 from raymetrics_pipeline.parseable import http_client, location, server_url, validate_stream_name
 from raymetrics_pipeline.parseable_rows import RECEIVED_AT
 
@@ -112,9 +112,7 @@ class LocalSql:
         while True:
             files = self._files(start, end)
             try:
-                schema = unified_schema(files, self._schemas)
-                dataset = ds.dataset([str(path) for path in files], schema=schema, format="parquet")
-                return self._run(sql, dataset, start, end)
+                return self._run(sql, files_dataset(files, self._schemas), start, end)
             except FileNotFoundError:
                 # Compaction or retention replaced a file between listing and reading: list again.
                 if not retries:
