@@ -104,10 +104,8 @@ def render_chart(over_time: list[dict], failed: list[dict]) -> bytes:
 
 def compare(connection: duckdb.DuckDBPyConnection) -> Comparison:
     """The newest sessions and their jobs side by side, from the summary and minute tables."""
-    sessions = _rows(connection, _SESSIONS)
-    connection.execute(
-        f"CREATE OR REPLACE TEMP TABLE chosen AS SELECT cluster_id, session_name, first_seen FROM ({_SESSIONS})"
-    ).fetchall()
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE chosen AS {_SESSIONS}").fetchall()
+    sessions = _rows(connection, "SELECT * FROM chosen ORDER BY first_seen DESC")
     jobs = _rows(connection, _JOBS)
     png = render_chart(_rows(connection, _OVER_TIME), _rows(connection, _FAILED_BY_TASK))
     session_table = _table(
