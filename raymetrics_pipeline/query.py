@@ -197,18 +197,26 @@ def _identity_expression(labels: Sequence[str], columns: set[str]) -> str:
 
 
 class MetricsQuery:
-    """``query(sql, start, end)`` on either backend, with ``ray_points`` available to the SQL."""
+    """``query(sql, start, end)`` on either backend, with ``ray_points`` available to the SQL.
+
+    Each window's columns are read once (a schema request on Parseable, file footers locally)
+    and kept for this object's life, a run or a script: make a new one to see columns added since.
+    """
 
     def __init__(self, backend: MetricsBackend) -> None:
         self.backend = backend
         self.stream = backend.stream
+        self._columns: dict[tuple[datetime, datetime], set[str]] = {}
 
     def where(self) -> str:
         return self.backend.where()
 
     def columns(self, start: datetime, end: datetime) -> set[str]:
-        """The stream's columns a query over ``[start, end)`` can name."""
-        return set(self.backend.columns(start, end))
+        """The stream's columns a query over ``[start, end)`` can name (both truncated to the minute)."""
+        window = minute(start), minute(end)
+        if window not in self._columns:
+            self._columns[window] = set(self.backend.columns(*window))
+        return self._columns[window]
 
     def ray_points(self, start: datetime, end: datetime) -> str:
         """The ``ray_points`` relation's SQL for the columns the stream has in ``[start, end)``."""
