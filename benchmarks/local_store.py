@@ -30,29 +30,9 @@ from raymetrics_pipeline.parseable import ParseableClient  # noqa: E402
 from raymetrics_pipeline.parseable_rows import rows_table  # noqa: E402
 from raymetrics_pipeline.prometheus import NO_LABELS, parse  # noqa: E402
 from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql  # noqa: E402
+from raymetrics_pipeline_tests.blog_questions import QUESTIONS  # noqa: E402
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures  # noqa: E402
-
-QUESTIONS = {
-    "node CPU and memory per minute": """
-        SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, metric_name, AVG(data_point_value) AS mean
-        FROM ray_points WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_mem_used')
-        GROUP BY minute, ray_node, metric_name""",
-    "failed tasks per minute by job and task": """
-        WITH last_per_series AS (
-            SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_session, ray_job, "Name" AS task_name,
-                   "IsRetry", "Source", "Component", ray_node,
-                   LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS tasks
-            FROM ray_points WHERE metric_name = 'ray_tasks' AND "State" = 'FAILED'
-            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8)
-        SELECT minute, ray_session, ray_job, task_name, SUM(tasks) AS failed FROM last_per_series
-        GROUP BY minute, ray_session, ray_job, task_name""",
-    "object store bytes per minute by node and state": """
-        SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, "ObjectState" AS object_state,
-               AVG(data_point_value) AS avg_bytes
-        FROM ray_points WHERE metric_name = 'ray_object_store_memory'
-        GROUP BY minute, ray_node, object_state""",
-}
 
 
 def one_hour(cycles: int, start: datetime):

@@ -16,6 +16,7 @@ import pytest
 
 from raymetrics_pipeline.localstore import LocalStore
 from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql
+from raymetrics_pipeline_tests.blog_questions import FAILED_TASKS, NODE_CPU_AND_MEMORY, OBJECT_STORE_BYTES
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import SHARED_FIXTURES, scrape_fixtures
 from raymetrics_pipeline_tests.scraped_text import lines_of, load_by_scrape_runs, minute_of
@@ -58,9 +59,7 @@ def test_node_cpu_and_memory_per_minute(loaded):
     _, fixtures, _ = loaded
     got = answers(
         loaded,
-        """SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, metric_name, AVG(data_point_value) AS mean
-           FROM ray_points WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_mem_used')
-           GROUP BY minute, ray_node, metric_name""",
+        NODE_CPU_AND_MEMORY,
         ("minute", "ray_node", "metric_name"),
         "mean",
     )
@@ -76,14 +75,7 @@ def test_failed_tasks_by_job_and_task_name_as_levels_not_sums(loaded):
     _, fixtures, _ = loaded
     got = answers(
         loaded,
-        """WITH last_per_series AS (
-               SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_session, ray_job, "Name" AS task_name,
-                      "IsRetry", "Source", "Component", ray_node,
-                      LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS tasks
-               FROM ray_points WHERE metric_name = 'ray_tasks' AND "State" = 'FAILED'
-               GROUP BY 1, 2, 3, 4, 5, 6, 7, 8)
-           SELECT minute, ray_session, ray_job, task_name, SUM(tasks) AS failed FROM last_per_series
-           GROUP BY minute, ray_session, ray_job, task_name""",
+        FAILED_TASKS,
         ("minute", "ray_session", "ray_job", "task_name"),
         "failed",
     )
@@ -105,10 +97,7 @@ def test_object_store_bytes_by_node_and_state(loaded):
     _, fixtures, _ = loaded
     got = answers(
         loaded,
-        """SELECT DATE_TRUNC('minute', time_unix_nano) AS minute, ray_node, "ObjectState" AS object_state,
-                  "Location" AS location, AVG(data_point_value) AS avg_bytes
-           FROM ray_points WHERE metric_name = 'ray_object_store_memory'
-           GROUP BY minute, ray_node, object_state, location""",
+        OBJECT_STORE_BYTES,
         ("minute", "ray_node", "object_state", "location"),
         "avg_bytes",
     )
