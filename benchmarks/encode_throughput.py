@@ -2,8 +2,9 @@
 
 Baseline: ``prometheus_client``'s parser, ``opentelemetry-proto`` messages built from its
 families, ``json_format.MessageToJson`` and gzip — what one would write first.
-Ours: the scrape op's own path, ``cycle.encode_scrapes`` (own parser, hand-written OTLP/JSON)
-then ``parseable.compress`` with gzip (and zstd), one scrape per call with nothing kept from
+Ours: the scrape op's own path with the cyclic GC paused as in a cycle: ``ingest.cycle.convert``
+(own parser, conversion), ``parseable.encode.encode`` (hand-written OTLP/JSON), then
+``parseable.encode.compress`` with gzip (and zstd), one scrape per call with nothing kept from
 one to the next, as in production, where every run is a new process.
 
 Run: ``python benchmarks/encode_throughput.py [--repeat N]``. Prints figures and the ratio;
@@ -24,10 +25,10 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raymetrics_pipeline.cycle import CycleReport, encode_scrapes  # noqa: E402
-from raymetrics_pipeline.parseable import JSON, compress  # noqa: E402
-from raymetrics_pipeline.prometheus import NO_LABELS  # noqa: E402
-from raymetrics_pipeline.scrape import ScrapeResult  # noqa: E402
+from raymetrics_pipeline.ingest.cycle import convert, cyclic_gc_paused  # noqa: E402
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS  # noqa: E402
+from raymetrics_pipeline.ingest.scrape import ScrapeResult  # noqa: E402
+from raymetrics_pipeline.parseable.encode import DEFAULT_MAX_REQUEST_BYTES, JSON, compress, encode  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures  # noqa: E402
 
 
@@ -79,12 +80,14 @@ def baseline(texts: list[tuple[str, int]]) -> int:
 
 
 def ours(texts: list[tuple[str, int]], compression: str = "gzip") -> int:
-    report = CycleReport()
+    samples = 0
     for text, time_ns in texts:
-        scrape = ScrapeResult("fixture", time_ns, 0.0, 200, text, len(text))
-        for body in encode_scrapes([scrape], NO_LABELS, JSON, report):
-            compress(body, compression)
-    return report.samples
+        with cyclic_gc_paused():
+            outcome, metrics = convert(ScrapeResult("fixture", time_ns, 0.0, 200, text, len(text)), NO_LABELS)
+            for body in encode([metrics], JSON, DEFAULT_MAX_REQUEST_BYTES):
+                compress(body, compression)
+        samples += outcome.samples
+    return samples
 
 
 def ours_zstd(texts: list[tuple[str, int]]) -> int:

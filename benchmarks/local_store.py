@@ -17,19 +17,25 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raymetrics_pipeline import otlp, rollups  # noqa: E402
-from raymetrics_pipeline.localstore import LocalStore  # noqa: E402
-from raymetrics_pipeline.parseable import ParseableClient  # noqa: E402
-from raymetrics_pipeline.parseable_rows import rows_table  # noqa: E402
-from raymetrics_pipeline.prometheus import NO_LABELS, parse  # noqa: E402
-from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql  # noqa: E402
+from raymetrics_pipeline.dataset.query import MetricsQuery  # noqa: E402
+from raymetrics_pipeline.ingest import otlp  # noqa: E402
+from raymetrics_pipeline.ingest.otlp import ResourceMetrics  # noqa: E402
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse  # noqa: E402
+from raymetrics_pipeline.localstore.rows import rows_table  # noqa: E402
+from raymetrics_pipeline.localstore.sql import LocalSql  # noqa: E402
+from raymetrics_pipeline.localstore.store import LocalStore  # noqa: E402
+from raymetrics_pipeline.parseable.connection import ParseableSettings  # noqa: E402
+from raymetrics_pipeline.parseable.sql import ParseableSql  # noqa: E402
+from raymetrics_pipeline.rollups.database import replace_window  # noqa: E402
+from raymetrics_pipeline.rollups.pull import pull  # noqa: E402
+from raymetrics_pipeline.rollups.tables import Window  # noqa: E402
+from raymetrics_pipeline_tests.backends import ship  # noqa: E402
 from raymetrics_pipeline_tests.blog_questions import QUESTIONS  # noqa: E402
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures  # noqa: E402
@@ -43,7 +49,10 @@ def one_hour(cycles: int, start: datetime):
         time_ns = int(received.timestamp() * 1e9)
         yield (
             received,
-            [(NO_LABELS, otlp.to_metrics(parse(f.text()), time_ns).metrics) for f in captured[index % len(captured)]],
+            [
+                ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(f.text()), time_ns).metrics)
+                for f in captured[index % len(captured)]
+            ],
         )
 
 
@@ -56,12 +65,12 @@ def timed(query: MetricsQuery, sql: str, start: datetime, end: datetime, repeat:
     return statistics.median(times), rows
 
 
-def rollup_seconds(query: MetricsQuery, window: rollups.Window, now: datetime, folder: str) -> tuple[float, int]:
+def rollup_seconds(query: MetricsQuery, window: Window, now: datetime, folder: str) -> tuple[float, int]:
     """One partition of ``minute_rollups``: pull through the query layer and replace it in DuckDB."""
     began = time.perf_counter()
     with duckdb.connect(str(Path(folder) / "rollups.duckdb")) as connection:
-        report = rollups.replace_window(connection, window, rollups.pull(query, window, now))
-    return time.perf_counter() - began, sum(report.rows.values())
+        written = replace_window(connection, window, pull(query, window, now))
+    return time.perf_counter() - began, sum(written.rows.values())
 
 
 def main() -> None:
@@ -73,19 +82,18 @@ def main() -> None:
     end = start + timedelta(seconds=15 * options.cycles)
     with tempfile.TemporaryDirectory() as folder, ParseableDouble() as parseable:
         store = LocalStore(folder)
-        with ParseableClient(parseable.url, "admin", "admin") as client:
-            for received, scrapes in one_hour(options.cycles, start):
-                store.write(rows_table(scrapes, received), received)
-                parseable.set_now(received)
-                for body in otlp.JsonEncoder().encode(scrapes):
-                    client.post(body, time.monotonic() + 30)
-        with closing(ParseableSql(parseable.url, "admin", "admin")) as parseable_sql:
-            backends = {"parseable double": MetricsQuery(parseable_sql), "local store": MetricsQuery(LocalSql(store))}
+        for received, scrapes in one_hour(options.cycles, start):
+            store.write(rows_table(scrapes, received), received)
+            parseable.set_now(received)
+            ship(parseable, scrapes)
+        parseable_sql = ParseableSql(ParseableSettings(parseable.url, "admin", "admin").connect(60.0))
+        with MetricsQuery(parseable_sql) as double, MetricsQuery(LocalSql(store)) as local:
+            backends = {"parseable double": double, "local store": local}
             as_written = {
                 question: [timed(backend, sql, start, end, options.repeat) for backend in backends.values()]
                 for question, sql in QUESTIONS.items()
             }
-            partition = rollups.Window(start, start + timedelta(hours=1))
+            partition = Window(start, start + timedelta(hours=1))
             rollup_as_written = [rollup_seconds(backend, partition, end, folder) for backend in backends.values()]
             files, per_cycle = len(store.files()), store.size_bytes() / options.cycles
             compaction = store.compact(end + timedelta(hours=2))
@@ -95,7 +103,7 @@ def main() -> None:
             }
             rollup_compacted = rollup_seconds(backends["local store"], partition, end, folder)
     compacted_per_cycle = compaction.bytes_after / options.cycles
-    print(f"{options.cycles} cycles of one node: {files} files, {compaction.rows:,} rows")
+    print(f"{options.cycles} cycles of one node: {files} files, {compaction.rows_compacted:,} rows")
     print(f"local store: {per_cycle / 1e3:.1f} KB per cycle as written, {compacted_per_cycle / 1e3:.1f} KB compacted")
     print(
         f"per node per day (5,760 cycles): {per_cycle * 5760 / 1e6:.0f} MB as written, "

@@ -2,18 +2,24 @@
 
 import dagster as dg
 
-from raymetrics_pipeline.assets import ray_metrics_endpoints, raymetrics_at
+from raymetrics_pipeline.assets import (
+    minute_rollups,
+    ray_metrics_endpoints,
+    ray_run_comparison,
+    raymetrics_at,
+    summaries,
+)
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
     object_store_pressure,
     raymetrics_is_fresh,
 )
-from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs, scrape_and_ship
-from raymetrics_pipeline.resources import resources_from_env, storage_location
-from raymetrics_pipeline.rollup_assets import minute_rollups, ray_run_comparison, summaries
+from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs, scrape_and_ship
+from raymetrics_pipeline.resources import resources_from_env
 from raymetrics_pipeline.schedules import (
-    maintain_local_store_schedule,
+    expire_rollups_schedule,
+    maintain_storage_schedule,
     prune_scrape_runs_schedule,
     refresh_reports,
     refresh_rollups,
@@ -27,14 +33,20 @@ resources = resources_from_env()
 defs = dg.Definitions(
     assets=[
         ray_metrics_endpoints,
-        raymetrics_at(storage_location(resources["parseable"], resources["local_data"])),
+        raymetrics_at(resources["backend"].location),
         minute_rollups,
         summaries,
         ray_run_comparison,
     ],
     asset_checks=[raymetrics_is_fresh, node_minute_is_fresh_and_complete, object_store_pressure, node_memory_pressure],
-    jobs=[scrape_and_ship, prune_scrape_runs, maintain_local_store, refresh_rollups, refresh_reports],
+    jobs=[scrape_and_ship, prune_scrape_runs, maintain_storage, expire_rollups, refresh_rollups, refresh_reports],
     sensors=[ray_metrics_sensor],
-    schedules=[prune_scrape_runs_schedule, maintain_local_store_schedule, rollups_schedule, reports_schedule],
+    schedules=[
+        prune_scrape_runs_schedule,
+        maintain_storage_schedule,
+        expire_rollups_schedule,
+        rollups_schedule,
+        reports_schedule,
+    ],
     resources=resources,
 )

@@ -1,6 +1,9 @@
-"""Dagster resources: where Ray's metrics are, where Parseable is, where local files go.
+"""Dagster resources: where Ray's metrics are, which backend keeps them, where the rollups go.
 
-Without ``PARSEABLE_URL`` the rows go to the embedded local store under the data folder.
+The backend is chosen here, once: Parseable when ``PARSEABLE_URL`` is set, else the embedded
+local store under the data folder. Everything else takes a ``MetricsBackendResource`` and asks
+it for a sink, SQL or its location, never which kind it is (as Dagster's
+``project_fully_featured`` does with its two ``HNClient`` implementations).
 
 Settings come from environment variables (the names in the README are the public
 interface). Secrets are passed as ``dg.EnvVar`` so Dagster resolves them only at run time
@@ -9,19 +12,24 @@ and the UI shows the variable's name, never its value.
 
 import math
 import os
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
-from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.otlp import parse_resource_attributes
-from raymetrics_pipeline.parseable import ParseableClient, location
-from raymetrics_pipeline.prometheus import LabelSet
-from raymetrics_pipeline.query import LocalSql, MetricsQuery, ParseableSql
-from raymetrics_pipeline.spool import Spool
-from raymetrics_pipeline.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
+from raymetrics_pipeline.dataset.backend import Backend
+from raymetrics_pipeline.dataset.query import MetricsQuery
+from raymetrics_pipeline.ingest.otlp import parse_resource_attributes
+from raymetrics_pipeline.ingest.prometheus import LabelSet
+from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
+from raymetrics_pipeline.localstore.backend import LocalStoreBackend
+from raymetrics_pipeline.parseable.backend import ParseableBackend
+from raymetrics_pipeline.parseable.connection import parseable_location
+from raymetrics_pipeline.rollups.database import RollupsLocked, wait_until_unlocked
 
 
 class RayMetricsSource(dg.ConfigurableResource):
@@ -41,99 +49,105 @@ class RayMetricsSource(dg.ConfigurableResource):
         return parse_resource_attributes(self.resource_attributes)
 
 
-class ParseableResource(dg.ConfigurableResource):
-    """A Parseable server's OTLP endpoint and the dataset the metrics go to."""
+class MetricsBackendResource(dg.ConfigurableResource, ABC):
+    """Where the metrics go and are read from: the dataset ``stream``, with local files under ``data_dir``."""
 
-    url: str = ""
-    username: str | None = None
-    password: str | None = None
+    data_dir: str
     stream: str = "raymetrics"
-    otlp_encoding: str = "json"
-    compression: str = "gzip"
+
+    @abstractmethod
+    def backend(self) -> Backend:
+        """The backend these settings describe; a ``ValueError`` names a setting to fix."""
+
+    @abstractmethod
+    def describe_location(self) -> str:
+        """Where the rows are, for people, worked out without credentials."""
 
     @property
-    def configured(self) -> bool:
-        """False means the embedded local store takes Parseable's place."""
-        return bool(self.url)
+    def location(self) -> str:
+        try:
+            return self.describe_location()
+        except ValueError as error:
+            return f"not usable until fixed: {error}"
 
     def problem(self) -> str | None:
-        """Why shipping cannot start, in words that say what to set; None when it can."""
-        if not self.url:
-            return None
-        if not self.username or not self.password:
-            return (
-                "PARSEABLE_URL is set but PARSEABLE_USERNAME and PARSEABLE_PASSWORD are not both set: "
-                "set them to a Parseable user allowed to ingest (Parseable's own defaults are P_USERNAME / P_PASSWORD)."
-            )
+        """Why nothing can be shipped or read, in words that say what to set; None when all is well."""
         try:
-            self._new_client().close()  # the client checks the URL, dataset name, encoding and compression
+            self.backend()
         except ValueError as error:
             return str(error)
         return None
 
-    def _new_client(self) -> ParseableClient:
-        return ParseableClient(
-            self.url, self.username, self.password, self.stream, self.otlp_encoding, self.compression
+    def checked_backend(self) -> Backend:
+        try:
+            return self.backend()
+        except ValueError as error:
+            raise dg.Failure(description=str(error)) from None
+
+    def query(self) -> MetricsQuery:
+        """The query layer over this backend; close it (``with``) when done."""
+        return MetricsQuery(self.checked_backend().sql())
+
+
+class ParseableResource(MetricsBackendResource):
+    """A Parseable server's OTLP endpoint and SQL API; undelivered requests wait in ``data_dir/spool``."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    otlp_encoding: str = "json"
+    compression: str = "gzip"
+
+    def backend(self) -> ParseableBackend:
+        return ParseableBackend(
+            self.url,
+            self.username,
+            self.password,
+            self.stream,
+            Path(self.data_dir) / "spool",
+            self.otlp_encoding,
+            self.compression,
         )
 
-    def client(self) -> ParseableClient:
-        problem = self.problem()
-        if problem:
-            raise dg.Failure(description=problem)
-        return self._new_client()
-
-    def sql(self) -> ParseableSql:
-        problem = self.problem()
-        if problem:
-            raise dg.Failure(description=problem)
-        return ParseableSql(self.url, self.username, self.password, self.stream)
+    def describe_location(self) -> str:
+        return parseable_location(self.url, self.stream)
 
 
-class LocalDataResource(dg.ConfigurableResource):
-    """The folder for the pipeline's own files: the delivery spool and the embedded local store."""
+class LocalStoreResource(MetricsBackendResource):
+    """The embedded default: Parquet files under ``data_dir/store``, kept ``retention_days``."""
 
-    data_dir: str
     retention_days: float = 7.0
 
-    def spool(self) -> Spool:
-        return Spool(Path(self.data_dir) / "spool")
+    def backend(self) -> LocalStoreBackend:
+        return LocalStoreBackend(Path(self.data_dir) / "store", self.stream, self.retention_days)
 
-    def store(self, stream: str) -> LocalStore:
-        return LocalStore(Path(self.data_dir) / "store", stream)
+    def describe_location(self) -> str:
+        return self.backend().location
+
+
+class RollupsDatabase(DuckDBResource):
+    """``rollups.duckdb`` through dagster-duckdb. DuckDB lets one process write at a time: a writer waits
+    (saying who holds the file) while another has it, up to ``lock_wait_seconds``."""
+
+    lock_wait_seconds: float = 300.0
+
+    @contextmanager
+    def writer(self, log) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            wait_until_unlocked(self.database, self.lock_wait_seconds, log.warning)
+        except RollupsLocked as error:
+            raise dg.Failure(description=str(error)) from None
+        with self.get_connection() as connection:
+            yield connection
 
 
 class RollupSettings(dg.ConfigurableResource):
-    """How long rollups are kept and when metrics count as late."""
+    """How long rollups are kept, when metrics count as late, where report files go."""
 
+    reports_dir: str
     retention_days: float = 400.0
     ingestion_freshness_minutes: float = 2.0
     rollup_freshness_minutes: float = 15.0
-
-
-def rollups_database_path(environ: Mapping[str, str]) -> str:
-    return environ.get("RAYMETRICS_DUCKDB_PATH") or str(Path(default_data_dir(environ)) / "rollups.duckdb")
-
-
-def metrics_query(parseable: ParseableResource, local_data: LocalDataResource) -> MetricsQuery:
-    """The query layer over wherever the rows are: Parseable when configured, else the local store."""
-    if parseable.configured:
-        return MetricsQuery(parseable.sql())
-    return MetricsQuery(LocalSql(local_data.store(parseable.stream)))
-
-
-def metrics_query_from_env() -> MetricsQuery:
-    """The query layer for scripts and notebooks, from the same environment variables as the pipeline.
-
-    Outside a Dagster run nothing resolves ``EnvVar`` settings, so this resolves them first.
-    """
-    resolved = {name: resource.process_config_and_initialize() for name, resource in resources_from_env().items()}
-    return metrics_query(resolved["parseable"], resolved["local_data"])
-
-
-def storage_location(parseable: ParseableResource, local_data: LocalDataResource) -> str:
-    if parseable.configured:
-        return location(parseable.url, parseable.stream)
-    return local_data.store(parseable.stream).location
 
 
 def default_data_dir(environ: Mapping[str, str]) -> str:
@@ -169,9 +183,28 @@ def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
     return dg.EnvVar(name) if environ.get(name) else None
 
 
+def backend_from_env(environ: Mapping[str, str]) -> MetricsBackendResource:
+    """Parseable when ``PARSEABLE_URL`` is set, else the embedded local store: the one place this is decided."""
+    data_dir = default_data_dir(environ)
+    stream = environ.get("PARSEABLE_STREAM") or "raymetrics"
+    if not environ.get("PARSEABLE_URL"):
+        retention_days = _days("RAYMETRICS_LOCAL_RETENTION_DAYS", environ, 7)
+        return LocalStoreResource(data_dir=data_dir, stream=stream, retention_days=retention_days)
+    return ParseableResource(
+        data_dir=data_dir,
+        stream=stream,
+        url=environ["PARSEABLE_URL"],
+        username=_secret("PARSEABLE_USERNAME", environ),
+        password=_secret("PARSEABLE_PASSWORD", environ),
+        otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
+        compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
+    )
+
+
 def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources as the environment describes them (see the README's settings table)."""
     environ = os.environ if environ is None else environ
+    data_dir = default_data_dir(environ)
     return {
         "ray_metrics": RayMetricsSource(
             targets=environ.get("RAY_METRICS_TARGETS", ""),
@@ -181,17 +214,20 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             scrape_timeout_seconds=_seconds("RAYMETRICS_SCRAPE_TIMEOUT", environ, 5.0),
             resource_attributes=environ.get("RAYMETRICS_RESOURCE_ATTRIBUTES", ""),
         ),
-        "parseable": ParseableResource(
-            url=environ.get("PARSEABLE_URL", ""),
-            username=_secret("PARSEABLE_USERNAME", environ),
-            password=_secret("PARSEABLE_PASSWORD", environ),
-            stream=environ.get("PARSEABLE_STREAM") or "raymetrics",
-            otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
-            compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
+        "backend": backend_from_env(environ),
+        "rollups_db": RollupsDatabase(
+            database=environ.get("RAYMETRICS_DUCKDB_PATH") or str(Path(data_dir) / "rollups.duckdb")
         ),
-        "local_data": LocalDataResource(
-            data_dir=default_data_dir(environ), retention_days=_days("RAYMETRICS_LOCAL_RETENTION_DAYS", environ, 7)
+        "rollup_settings": RollupSettings(
+            reports_dir=str(Path(data_dir) / "comparison"),
+            retention_days=_days("RAYMETRICS_ROLLUP_RETENTION_DAYS", environ, 400),
         ),
-        "rollups_db": DuckDBResource(database=rollups_database_path(environ)),
-        "rollup_settings": RollupSettings(retention_days=_days("RAYMETRICS_ROLLUP_RETENTION_DAYS", environ, 400)),
     }
+
+
+def metrics_query_from_env() -> MetricsQuery:
+    """The query layer for scripts and notebooks, from the same environment variables as the pipeline.
+
+    Outside a Dagster run nothing resolves ``EnvVar`` settings, so this resolves them first.
+    """
+    return backend_from_env(os.environ).process_config_and_initialize().query()

@@ -4,14 +4,21 @@ from datetime import timedelta
 
 import dagster as dg
 
+from raymetrics_pipeline.assets import (
+    HOURLY,
+    NODE_MINUTE_KEY,
+    SCHEMA_CHECK,
+    minute_rollups,
+    ray_run_comparison,
+    summaries,
+)
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
     object_store_pressure,
     raymetrics_is_fresh,
 )
-from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs
-from raymetrics_pipeline.rollup_assets import HOURLY, SCHEMA_CHECK, minute_rollups, ray_run_comparison, summaries
+from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs
 
 prune_scrape_runs_schedule = dg.ScheduleDefinition(
     job=prune_scrape_runs,
@@ -20,18 +27,25 @@ prune_scrape_runs_schedule = dg.ScheduleDefinition(
     description="Every hour, delete scrape runs older than three days (change older_than_days in the run config).",
 )
 
-maintain_local_store_schedule = dg.ScheduleDefinition(
-    job=maintain_local_store,
+maintain_storage_schedule = dg.ScheduleDefinition(
+    job=maintain_storage,
     cron_schedule="*/10 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 10 minutes, fold the local store's cycle files into hourly files and apply its retention.",
+    description="Every 10 minutes, the backend's upkeep: the local store's compaction and retention, spool leftovers.",
+)
+
+expire_rollups_schedule = dg.ScheduleDefinition(
+    job=expire_rollups,
+    cron_schedule="41 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily, delete rollup minutes older than RAYMETRICS_ROLLUP_RETENTION_DAYS.",
 )
 
 refresh_rollups = dg.define_asset_job(
     "refresh_rollups",
     # The assets with only their in-asset column check: the other checks run with the reports.
     selection=dg.AssetSelection.assets(minute_rollups).without_checks()
-    | dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("node_minute"), SCHEMA_CHECK)),
+    | dg.AssetSelection.checks(dg.AssetCheckKey(NODE_MINUTE_KEY, SCHEMA_CHECK)),
     description="Pull an hour's minute aggregates into DuckDB (run per partition; backfills run as one run).",
 )
 refresh_reports = dg.define_asset_job(

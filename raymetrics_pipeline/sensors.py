@@ -4,9 +4,9 @@ import time
 
 import dagster as dg
 
+from raymetrics_pipeline.ingest.targets import TargetError
 from raymetrics_pipeline.jobs import CYCLE_BUDGET_SECONDS, scrape_and_ship
-from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource
-from raymetrics_pipeline.targets import TargetError
+from raymetrics_pipeline.resources import MetricsBackendResource, RayMetricsSource
 
 SCRAPE_INTERVAL_SECONDS = 15
 # A scrape run ends within its budget; one still "in flight" long after that has died
@@ -47,9 +47,9 @@ def live_scrape_run(instance: dg.DagsterInstance, now: float) -> str | None:
     description="Every 15 s, launch scrape_and_ship unless the previous scrape is still running.",
 )
 def ray_metrics_sensor(
-    context: dg.SensorEvaluationContext, ray_metrics: RayMetricsSource, parseable: ParseableResource
+    context: dg.SensorEvaluationContext, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
 ):
-    problem = parseable.problem()
+    problem = backend.problem()
     if problem:
         return dg.SkipReason(problem)
     now = time.time()

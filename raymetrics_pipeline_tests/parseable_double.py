@@ -1,25 +1,32 @@
 """A Parseable OSS test double: a real HTTP server on 127.0.0.1 with an ephemeral port.
 
-Written to ../shared/docs/parseable-contract.md (HEAD, 2.9.5 plus unreleased commits); the § numbers
-below point into it. The double exists so the pipeline's tests meet the pitfalls a mock would hide:
+It behaves like Parseable ``main`` 7fe859f9 (≈ v2.9.5) where the pipeline touches it, as docs/parseable.md
+describes; the ``#anchors`` below are that page's sections. The double exists so the pipeline's
+tests meet the pitfalls a mock would hide:
 
-* the exact Content-Type match, the auth and header checks and their error texts (§1.2-§1.7);
-* the opentelemetry-proto 0.32 serde decoding that keeps rows without values and silently drops
-  whole metrics while still answering 200 (§1.6);
-* the flattening and column typing of rows, including case-distinct columns (§2);
-* the query window: minute-truncated, end-exclusive, on ingest time ``p_timestamp`` (§3.3), and
-  the bare ``SELECT COUNT(*)`` shortcut that never counts freshly ingested rows (§3.4).
+* ``POST /v1/metrics``: the required headers, Basic auth with its 401/403 texts, the exact
+  Content-Type match (protobuf refused as OSS does), gzip and zstd bodies, 413 over the limit on
+  decompressed bytes, stream auto-creation and the name rule (#ingest to #streams);
+* the opentelemetry-proto 0.32 serde decoding of gauge, sum, histogram and summary points, which
+  keeps rows without values and silently drops whole metrics while still answering 200 (#decoding);
+* the flattening into rows with Parseable's column names and types, ``p_*`` columns included,
+  case-distinct columns kept apart (#rows to #types);
+* ``POST /api/v1/query``: the window on ingest time ``p_timestamp``, minute-truncated and
+  end-exclusive, on a clock tests can set; the bare ``SELECT COUNT(*)`` shortcut that never counts
+  fresh rows; the JSON rendering (#query-api to #query-results, #query-errors);
+  ``GET /api/v1/logstream/{name}/schema`` (#schema).
 
 SQL runs in a fresh DataFusion ``SessionContext`` per query, over Arrow tables pre-filtered to the
 query window, one table per stream.
 
-Not emulated: API keys, sessions, RBAC and tenants; object storage and upload (so the count
-shortcut always answers 0); Brotli request bodies; the 1000-column cap; the
-``<name>_list`` sibling an empty first array may cause (empty arrays take the later element type);
-retention, hot tier, ``/info``, ``/counts`` and ``?date=`` stats;
-``PUT`` stream headers other than ``X-P-Log-Source``. SQL ``now()`` reads DataFusion's real
-clock, not the settable one. Error texts the contract does not quote (serde, DataFusion, stream
-names) are close to, not byte-equal with, the real server's.
+Forms the pipeline never sends are answered 501 ``ParseableDouble does not emulate …`` rather than
+guessed at: exponential histograms, exemplars, array/kvlist/bytes attribute values, deflate and
+Brotli bodies, ``endTime: "now"``. Not emulated at all: other endpoints (they answer 404), so no
+stream made by ``PUT`` for logs or traces; API keys, sessions, RBAC and tenants; object storage
+(so the count shortcut always answers 0); columns from other ``X-P-*`` headers and proxy headers
+for ``p_src_ip``; the 1000-column cap; the query API's URL parameters; chunked request bodies.
+SQL ``now()`` reads DataFusion's real clock, not the settable one. Error texts docs/parseable.md
+does not quote (serde, DataFusion, stream names) are close to, not byte-equal with, the real server's.
 """
 
 from __future__ import annotations
@@ -33,15 +40,13 @@ import json
 import math
 import re
 import threading
-import time
 import traceback
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, unquote, urlsplit
-from zoneinfo import ZoneInfo
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,18 +60,13 @@ PAYLOAD_TOO_LARGE = "payload reached size limit"
 OTEL_METRICS = "otel-metrics"
 TIMESTAMP_COLUMN = "p_timestamp"
 SERIES_HASH_COLUMN = "__series_hash_u64"
-QUERY_ELAPSED_HEADER = "p-time-elapsed"
 
-# §1.7: src/validator.rs::stream_name compares against these exactly (case-sensitive).
+# #streams: src/validator.rs::stream_name compares against these exactly (case-sensitive).
 _SQL_KEYWORD_STREAM_NAMES = frozenset(
     ("select", "from", "where", "group", "by", "order", "limit", "offset", "join", "and", "sql")
 )
-# §2.7: these x-p-* headers never become columns; ten custom fields at most, counting the
-# p_user_agent and p_src_ip entries, and values cut to 100 bytes.
-_HEADERS_NOT_COLUMNS = frozenset(("x-p-stream", "x-p-log-source", "x-p-extract-log"))
-_MAX_CUSTOM_FIELDS = 10
-_MAX_CUSTOM_VALUE_BYTES = 100
-# §2.6: sample-level fields that do not identify a series (HEAD list, exemplars excluded by prefix).
+# #rows: the fields this double writes that do not identify a series (Parseable's known-field list
+# holds these and more); every other key, the attributes, goes into the series hash.
 _KNOWN_FIELDS = frozenset(
     (
         "metric_name",
@@ -75,10 +75,6 @@ _KNOWN_FIELDS = frozenset(
         "metric_type",
         "start_time_unix_nano",
         "time_unix_nano",
-        "exemplar_time_unix_nano",
-        "exemplar_span_id",
-        "exemplar_trace_id",
-        "exemplar_value",
         "data_point_value",
         "data_point_count",
         "data_point_sum",
@@ -87,14 +83,8 @@ _KNOWN_FIELDS = frozenset(
         "data_point_quantile_values",
         "data_point_min",
         "data_point_max",
-        "data_point_scale",
-        "data_point_zero_count",
         "data_point_flags",
         "data_point_flags_description",
-        "positive_offset",
-        "positive_bucket_count",
-        "negative_offset",
-        "negative_bucket_count",
         "is_monotonic",
         "aggregation_temporality",
         "aggregation_temporality_description",
@@ -107,7 +97,7 @@ _KNOWN_FIELDS = frozenset(
         SERIES_HASH_COLUMN,
     )
 )
-# §2.8: a string is typed Timestamp(ms) only if its column name contains one of these.
+# #types: a string is typed Timestamp(ms) only if its column name contains one of these.
 _TIME_NAME_PARTS = (
     "time",
     "date",
@@ -126,18 +116,6 @@ _FLAGS_DESCRIPTIONS = {0: "DO_NOT_USE", 1: "NO_RECORDED_VALUE_MASK"}
 _EPOCH = datetime(1970, 1, 1)
 _TIMESTAMP_MS = pa.timestamp("ms")
 _UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_HUMANTIME_SECONDS = {
-    **dict.fromkeys(("nanos", "nsec", "ns"), 1e-9),
-    **dict.fromkeys(("usec", "us", "µs"), 1e-6),
-    **dict.fromkeys(("millis", "msec", "ms"), 1e-3),
-    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 1),
-    **dict.fromkeys(("minutes", "minute", "mins", "min", "m"), 60),
-    **dict.fromkeys(("hours", "hour", "hrs", "hr", "h"), 3_600),
-    **dict.fromkeys(("days", "day", "d"), 86_400),
-    **dict.fromkeys(("weeks", "week", "w"), 604_800),
-    **dict.fromkeys(("months", "month", "M"), 2_630_016),
-    **dict.fromkeys(("years", "year", "y"), 31_557_600),
-}
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )
@@ -178,10 +156,6 @@ class _Request:
     def path(self) -> str:
         return unquote(urlsplit(self.target).path)
 
-    @property
-    def query_string(self) -> str:
-        return urlsplit(self.target).query
-
 
 @dataclass
 class _Response:
@@ -207,8 +181,13 @@ def _fail(status: int, message: str) -> _HttpError:
     return _HttpError(_text(status, message))
 
 
-def _json_response(document: object, headers: dict[str, str] | None = None) -> _Response:
-    return _Response(200, _dump_json(document).encode(), "application/json", headers or {})
+def _not_emulated(what: str) -> _HttpError:
+    """For forms the pipeline never sends: a loud 501 instead of a guess at Parseable's answer."""
+    return _fail(501, f"ParseableDouble does not emulate {what}")
+
+
+def _json_response(document: object) -> _Response:
+    return _Response(200, _dump_json(document).encode(), "application/json")
 
 
 def _dump_json(document: object) -> str:
@@ -226,18 +205,15 @@ def _json_fallback(value: object) -> object:
 
 @dataclass
 class _Stream:
-    """A stream's log source (§1.8), its evolving column types (§2.8) and its stored rows."""
+    """A stream's evolving column types (#types) and its stored rows."""
 
-    log_source: str
     columns: dict[str, pa.DataType] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
-    ingested_bytes: int = 0
     _table: pa.Table | None = None
 
-    def append(self, columns: dict[str, pa.DataType], rows: list[dict], flattened_bytes: int) -> None:
+    def append(self, columns: dict[str, pa.DataType], rows: list[dict]) -> None:
         self.columns = columns
         self.rows.extend(rows)
-        self.ingested_bytes += flattened_bytes
         self._table = None
 
     def table(self) -> pa.Table:
@@ -304,7 +280,7 @@ class ParseableDouble:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def set_now(self, dt: datetime) -> None:
-        """Freeze the clock behind ``p_timestamp`` and ``endTime: "now"``."""
+        """Freeze the clock behind ``p_timestamp``."""
         if dt.tzinfo is None:
             raise ValueError("set_now needs a timezone-aware datetime")
         with self._lock:
@@ -335,13 +311,15 @@ class ParseableDouble:
     def table(self, stream: str) -> pa.Table:
         """Stored rows as Arrow, typed as the stream's columns, in Parseable's alphabetical order."""
         with self._lock:
-            return self._existing_stream(stream).table()
+            if stream not in self._streams:
+                raise KeyError(f"no stream named {stream!r}")
+            return self._streams[stream].table()
 
     def query(self, sql: str, start: str | datetime, end: str | datetime) -> list[dict]:
-        """The ``POST /api/v1/query`` result without HTTP; raises QueryFailed where the endpoint errs."""
+        """The ``POST /api/v1/query`` result, ``sendNull`` off, without HTTP; QueryFailed where the endpoint errs."""
         payload = {"query": sql, "startTime": _time_argument(start), "endTime": _time_argument(end)}
         try:
-            response = self._run_query(payload, {})
+            response = self._run_query(payload)
         except _HttpError as error:
             raise QueryFailed(error.response.status, error.response.body.decode()) from None
         return json.loads(response.body)
@@ -364,13 +342,9 @@ class ParseableDouble:
     def _route(self, request: _Request) -> _Response:
         """Match like actix: unknown path 404, known path with another method 405, then the handler."""
         routes = (
-            (r"/api/v1/liveness", {"GET": self._liveness, "HEAD": self._liveness}),
             (r"/v1/metrics", {"POST": self._ingest}),
             (r"/api/v1/query", {"POST": self._query_endpoint}),
-            (r"/api/v1/logstream", {"GET": self._list_streams}),
-            (r"/api/v1/logstream/([^/]+)", {"PUT": self._create_stream, "DELETE": self._delete_stream}),
             (r"/api/v1/logstream/([^/]+)/schema", {"GET": self._schema}),
-            (r"/api/v1/logstream/([^/]+)/stats", {"GET": self._stats}),
         )
         for pattern, handlers in routes:
             match = re.fullmatch(pattern, request.path)
@@ -380,7 +354,7 @@ class ParseableDouble:
         return _Response(404)
 
     def _authorize(self, request: _Request) -> None:
-        """§1.5: no or unreadable credentials 401, wrong ones 403; then the tenant header check (§1.2)."""
+        """#auth: no or unreadable Basic credentials 401, wrong ones 403."""
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             raise _fail(401, UNAUTHENTICATED)
@@ -390,13 +364,11 @@ class ParseableDouble:
             raise _fail(401, UNAUTHENTICATED) from None
         if (user, password) != (self.username, self.password):
             raise _fail(403, FORBIDDEN)
-        if "x-p-tenant" in request.headers:
-            raise _fail(400, "Header Error: Unexpected header found- x-p-tenant")
 
-    # --- ingestion (§1) ---------------------------------------------------------------------------
+    # --- ingestion (#ingest to #decoding) ----------------------------------------------------------
 
     def _ingest(self, request: _Request) -> _Response:
-        """Order as in HEAD: auth, body extraction (413), stream setup, Content-Type, decode, push."""
+        """Order as in Parseable: auth, body extraction (413), stream setup, Content-Type, decode, push."""
         with self._lock:
             injected = self._injected_failures.popleft() if self._injected_failures else None
         if injected is not None:
@@ -411,11 +383,12 @@ class ParseableDouble:
             raise _fail(400, f"Could not deserialize into JSON object, {error}") from None
         rows = _flatten_metrics_data(resource_metrics)
         if rows:
-            self._push(stream_name, rows, _system_fields(request, log_source))
+            system_fields = {"p_user_agent": request.headers.get("user-agent", ""), "p_src_ip": request.client_ip}
+            self._push(stream_name, rows, system_fields | {"p_format": log_source})
         return _Response(200)
 
     def _setup_otel_stream(self, headers: dict[str, str]) -> tuple[str, str]:
-        """§1.2/§1.8: the stream is created before the body is even looked at."""
+        """#ingest, #streams: the headers are checked and the stream created before the body is looked at."""
         stream_name = headers.get("x-p-stream")
         if stream_name is None:
             raise _fail(400, "Header Error: Stream name not found in header [x-p-stream]")
@@ -427,17 +400,11 @@ class ParseableDouble:
         with self._lock:
             if stream_name not in self._streams:
                 _validate_stream_name(stream_name)
-                self._streams[stream_name] = _Stream(OTEL_METRICS)
-            if self._streams[stream_name].log_source != OTEL_METRICS:
-                raise _fail(
-                    400,
-                    f"Ingestion is not allowed to stream {stream_name} as it is already associated "
-                    "with a different OTEL format",
-                )
+                self._streams[stream_name] = _Stream()
         return stream_name, log_source
 
     def _push(self, stream_name: str, rows: list[dict], system_fields: dict[str, str]) -> None:
-        """Type and store one request's rows; all share one ``p_timestamp`` (§2.7)."""
+        """Type and store one request's rows; all share one ``p_timestamp`` (#system-columns)."""
         if any(TIMESTAMP_COLUMN in row for row in rows):
             raise _fail(400, f"field {TIMESTAMP_COLUMN} is a reserved field")
         received = _naive_utc_millis(self.now())
@@ -446,23 +413,19 @@ class ParseableDouble:
             stream = self._streams[stream_name]
             columns = dict(stream.columns)
             typed_rows = [_typed_row(columns, row, received, system_fields, batch_keys) for row in rows]
-            flattened_bytes = sum(len(_dump_json(row).encode()) for row in rows)
-            stream.append(columns, typed_rows, flattened_bytes)
+            stream.append(columns, typed_rows)
 
-    # --- query (§3) -------------------------------------------------------------------------------
+    # --- query (#query-api to #query-errors) ------------------------------------------------------------
 
     def _query_endpoint(self, request: _Request) -> _Response:
         self._authorize(request)
-        if not _is_json_media_type(request.headers.get("content-type")):
-            raise _fail(400, "Content type error")
         try:
             payload = json.loads(request.body.decode("utf-8"))
         except ValueError as error:
             raise _fail(400, f"Json deserialize error: {error}") from None
-        return self._run_query(payload, _boolean_query_parameters(request.query_string))
+        return self._run_query(payload)
 
-    def _run_query(self, payload: object, parameters: dict[str, bool]) -> _Response:
-        started = time.perf_counter_ns()
+    def _run_query(self, payload: object) -> _Response:
         try:
             request = _decode_struct(
                 payload,
@@ -476,50 +439,30 @@ class ParseableDouble:
             )
         except ValueError as error:
             raise _fail(400, f"Json deserialize error: {error}") from None
-        send_null = request["sendNull"] or parameters.get("sendNull", False)
-        with_fields = parameters.get("fields", False)
         start, end = self._time_range(request["startTime"], request["endTime"])
-        if not request["query"]:
-            raise _fail(400, "Query cannot be empty")
         context = self._session_context(start, end)
         try:
             frame = context.sql(request["query"])
         except Exception as error:  # DataFusion raises plain Exception for every planning failure
             raise _fail(400, f"Datafusion Error: {error}") from None
-
         count_column = _bare_count_column(frame.logical_plan())
-        if count_column is not None:
-            records = [{count_column: 0}]
-            document = {"fields": [count_column], "records": records} if with_fields else records
-            return _json_response(document, {QUERY_ELAPSED_HEADER: _rust_duration_debug(started)})
-
+        if count_column is not None:  # #bare-count: only uploaded parquet counts, and nothing is uploaded
+            return _json_response([{count_column: 0}])
         try:
             batches = frame.collect()
-        except Exception as error:  # execution failures are 500 on the real server (§3.5)
+        except Exception as error:  # execution failures are 500 (#query-errors)
             raise _fail(500, f"Execution Error: Query Execution failed due to {error}") from None
-        field_names = frame.schema().names
-        elapsed = {QUERY_ELAPSED_HEADER: _rust_duration_debug(started)}
-        if parameters.get("streaming", False):
-            lines = [_dump_json({"fields": field_names})] if with_fields else []
-            lines += [_dump_json(_records(pa.Table.from_batches([batch]), send_null)) for batch in batches]
-            body = "".join(f"{line}\n" for line in lines).encode()
-            return _Response(200, body, "application/x-ndjson", elapsed)
-        records = [record for batch in batches for record in _records(pa.Table.from_batches([batch]), send_null)]
-        return _json_response({"fields": field_names, "records": records} if with_fields else records, elapsed)
+        send_null = request["sendNull"]
+        return _json_response([record for batch in batches for record in _records(batch, send_null)])
 
     def _time_range(self, start_text: str, end_text: str) -> tuple[datetime, datetime]:
-        """§3.3: humantime start with ``now`` end, else two RFC3339 times; both truncated to the minute."""
-        prefix = "Error while parsing provided time range: "
+        """#query-api: two RFC3339 times with a zone, both truncated to the minute."""
         if end_text == "now":
-            end = self.now()
-            try:
-                start = end - _parse_humantime(start_text)
-            except ValueError:
-                raise _fail(400, prefix + "Parsing humantime") from None
-        else:
-            start, end = _parse_rfc3339(start_text), _parse_rfc3339(end_text)
-            if start is None or end is None:
-                raise _fail(400, prefix + "Error parsing time: input contains invalid characters")
+            raise _not_emulated('endTime "now" (send RFC3339 times)')
+        prefix = "Error while parsing provided time range: "
+        start, end = _parse_rfc3339(start_text), _parse_rfc3339(end_text)
+        if start is None or end is None:
+            raise _fail(400, prefix + "Error parsing time: input contains invalid characters")
         start, end = (_naive_utc(moment).replace(second=0, microsecond=0) for moment in (start, end))
         if start > end:
             raise _fail(400, prefix + "Start time cannot be greater than the end time")
@@ -536,31 +479,7 @@ class ParseableDouble:
             context.register_record_batches(_quoted_identifier(name), [batches])
         return context
 
-    # --- logstream endpoints (§4) -----------------------------------------------------------------
-
-    def _liveness(self, request: _Request) -> _Response:
-        return _Response(200)
-
-    def _list_streams(self, request: _Request) -> _Response:
-        self._authorize(request)
-        with self._lock:
-            return _json_response([{"name": name} for name in self._streams])
-
-    def _create_stream(self, request: _Request, name: str) -> _Response:
-        self._authorize(request)
-        with self._lock:
-            if name in self._streams:
-                raise _fail(400, f"Logstream {name} already exists, please create a new log stream with unique name")
-            _validate_stream_name(name)
-            self._streams[name] = _Stream(request.headers.get("x-p-log-source", "").lower() or "json")
-        return _text(200, "Log stream created")
-
-    def _delete_stream(self, request: _Request, name: str) -> _Response:
-        self._authorize(request)
-        with self._lock:
-            if self._streams.pop(name, None) is None:
-                raise _fail(404, f"Stream not found: {name}")
-        return _text(200, f"log stream {name} deleted")
+    # --- schema (#schema) ---------------------------------------------------------------------------
 
     def _schema(self, request: _Request, name: str) -> _Response:
         self._authorize(request)
@@ -568,28 +487,6 @@ class ParseableDouble:
             columns = dict(self._existing_stream(name).columns)
         fields = [_arrow_field_json(column, columns[column]) for column in sorted(columns)]
         return _json_response({"fields": fields, "metadata": {}})
-
-    def _stats(self, request: _Request, name: str) -> _Response:
-        self._authorize(request)
-        with self._lock:
-            stream = self._existing_stream(name)
-            count, size = len(stream.rows), stream.ingested_bytes
-        return _json_response(
-            {
-                "stream": name,
-                "time": _rfc3339_utc(self.now()),
-                "ingestion": {
-                    "count": count,
-                    "size": size,
-                    "format": "json",
-                    "lifetime_count": count,
-                    "lifetime_size": size,
-                    "deleted_count": 0,
-                    "deleted_size": 0,
-                },
-                "storage": {"size": 0, "format": "parquet", "lifetime_size": 0, "deleted_size": 0},
-            }
-        )
 
     def _existing_stream(self, name: str) -> _Stream:
         if name not in self._streams:
@@ -607,14 +504,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _serve(self) -> None:
-        request = _Request(
-            self.command,
-            self.path,
-            {name.lower(): value for name, value in self.headers.items()},
-            self._read_body(),
-            self.client_address[0],
-        )
-        response = self.server.double._respond(request)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = self.server.double._respond(_Request(self.command, self.path, headers, body, self.client_address[0]))
         self.send_response(response.status)
         if response.content_type:
             self.send_header("Content-Type", response.content_type)
@@ -627,33 +519,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
 
-    def _read_body(self) -> bytes:
-        """Read the whole body, chunked or not, so every answer (413 included) keeps the connection usable."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():  # trailers
-                pass
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def log_message(self, format: str, *args: object) -> None:
         """Keep test output quiet; ``ParseableDouble.requests`` is the log."""
 
 
-# --- request checks (§1.2-§1.4, §1.7) ---------------------------------------------------------------
+# --- request checks (#ingest to #streams) -------------------------------------------------------------
 
 
 def _extract_body(request: _Request, limit: int) -> bytes:
-    """actix's Bytes extractor: limit on the received bytes, decompress, limit on the decompressed bytes."""
+    """actix's Bytes extractor (#compression): limit on the received bytes, decompress, limit on the result."""
     raw = request.body
     if len(raw) > limit:
         raise _fail(413, PAYLOAD_TOO_LARGE)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "br":
-        raise _fail(400, f"Content-Encoding {encoding} is not supported by this test double")
+    if encoding in ("deflate", "br"):
+        raise _not_emulated(f"Content-Encoding {encoding}")
     if encoding == "zstd":
         chunks, size = [], 0
         try:
@@ -666,9 +546,9 @@ def _extract_body(request: _Request, limit: int) -> bytes:
         except zstandard.ZstdError:
             raise _fail(400, "Can not decode content-encoding.") from None
         return b"".join(chunks)
-    if encoding not in ("gzip", "deflate"):
+    if encoding != "gzip":
         return raw  # identity, or an encoding actix does not know: passed through undecoded
-    decompressor = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    decompressor = zlib.decompressobj(31)
     try:
         body = decompressor.decompress(raw, limit + 1)
     except zlib.error:
@@ -693,7 +573,7 @@ def _validate_stream_name(name: str) -> None:
 
 
 def _require_json_content_type(stream_name: str, content_type: str | None) -> None:
-    """§1.3: an exact string comparison, so ``application/json; charset=utf-8`` is refused."""
+    """#content-type: an exact string comparison, so ``application/json; charset=utf-8`` is refused."""
     prefix = f"Ingestion failed for stream {stream_name}: "
     expected = "Expected application/json or application/x-protobuf"
     if content_type is None:
@@ -720,43 +600,7 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _system_fields(request: _Request, log_source: str) -> dict[str, str]:
-    """§2.7: p_user_agent, p_src_ip, p_format, then up to eight ``x-p-<name>`` headers as ``<name>``."""
-    fields = {
-        "p_user_agent": request.headers.get("user-agent", ""),
-        "p_src_ip": _source_ip(request),
-        "p_format": log_source,
-    }
-    custom = 2  # p_user_agent and p_src_ip count against the limit
-    for name, value in request.headers.items():
-        if not name.startswith("x-p-") or name in _HEADERS_NOT_COLUMNS or name == "x-p-":
-            continue
-        if custom == _MAX_CUSTOM_FIELDS:
-            break
-        fields[name[len("x-p-") :]] = value.encode()[:_MAX_CUSTOM_VALUE_BYTES].decode("utf-8", "ignore")
-        custom += 1
-    return fields
-
-
-def _source_ip(request: _Request) -> str:
-    """actix ``realip_remote_addr``: Forwarded ``for``, else the first X-Forwarded-For, else the peer IP."""
-    for element in request.headers.get("forwarded", "").split(","):
-        for pair in element.split(";"):
-            name, _, value = pair.partition("=")
-            if name.strip().lower() == "for" and value.strip():
-                return _bare_address(value.strip().strip('"'))
-    forwarded_for = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-    return forwarded_for or request.client_ip
-
-
-def _bare_address(address: str) -> str:
-    if address.startswith("["):
-        return address[1:].partition("]")[0]
-    host, _, port = address.rpartition(":")
-    return host if host and port.isdigit() and ":" not in host else address
-
-
-# --- OTLP/JSON decoding with opentelemetry-proto 0.32 serde semantics (§1.6) ------------------------
+# --- OTLP/JSON decoding with opentelemetry-proto 0.32 serde semantics (#decoding) ---------------------
 
 
 class _DecodeError(ValueError):
@@ -865,20 +709,6 @@ def _i64_or_string(value: object) -> int:
     raise _DecodeError("data did not match any variant of untagged enum StringOrInt")
 
 
-def _hex_bytes(value: object) -> bytes:
-    text = _string(value).removeprefix("0x")
-    if len(text) % 2 or not re.fullmatch(r"[0-9a-fA-F]*", text):
-        raise _DecodeError(f"invalid hex string {value!r}")
-    return bytes.fromhex(text)
-
-
-def _base64_bytes(value: object) -> bytes:
-    try:
-        return base64.b64decode(_string(value), validate=True)
-    except binascii.Error as error:
-        raise _DecodeError(str(error)) from None
-
-
 def _sequence(decode):
     def decode_sequence(value: object) -> list:
         if not isinstance(value, list):
@@ -892,17 +722,15 @@ def _optional(decode):
     return lambda value: None if value is None else decode(value)
 
 
-def _externally_tagged(variants: dict):
-    """A plain (not flattened) oneof such as Exemplar.value: ``{"asDouble": 1.5}``."""
-
-    def decode(value: object) -> tuple[str, object]:
-        if isinstance(value, dict) and len(value) == 1:
-            ((key, item),) = value.items()
-            if key in variants:
-                return key, variants[key](item)
-        raise _type_error(value, "enum Value")
+def _not_emulated_field(what: str):
+    def decode(value: object):
+        raise _not_emulated(what)
 
     return decode
+
+
+_ANY_VALUE_KINDS = {"stringValue": _string, "boolValue": _boolean, "intValue": _i64_or_string, "doubleValue": _f64}
+_NOT_EMULATED_ANY_VALUES = ("arrayValue", "kvlistValue", "bytesValue")
 
 
 def _any_value(value: object) -> tuple[str, object]:
@@ -911,9 +739,10 @@ def _any_value(value: object) -> tuple[str, object]:
         raise _type_error(value, "a JSON object for AnyValue")
     decoded = None
     for key, item in value.items():
+        if key in _NOT_EMULATED_ANY_VALUES:
+            raise _not_emulated(f"{key} attributes")
         if key in _ANY_VALUE_KINDS:
-            kind, decode = _ANY_VALUE_KINDS[key]
-            decoded = kind, decode(item)
+            decoded = key, _ANY_VALUE_KINDS[key](item)
     if decoded is None:
         raise _DecodeError("Invalid data for Value, no known keys found")
     return decoded
@@ -924,42 +753,9 @@ def _key_value(value: object) -> tuple[str, tuple[str, object] | None]:
     return decoded["key"], decoded["value"]
 
 
-def _array_value(value: object) -> list:
-    return _decode_struct(value, "ArrayValue", {"values": (_sequence(_any_value), _REQUIRED)})["values"]
-
-
-def _kvlist_value(value: object) -> list:
-    return _decode_struct(value, "KeyValueList", {"values": (_sequence(_key_value), _REQUIRED)})["values"]
-
-
-_ANY_VALUE_KINDS = {
-    "stringValue": ("string", _string),
-    "boolValue": ("bool", _boolean),
-    "intValue": ("int", _i64_or_string),
-    "doubleValue": ("double", _f64),
-    "arrayValue": ("array", _array_value),
-    "kvlistValue": ("kvlist", _kvlist_value),
-    "bytesValue": ("bytes", _base64_bytes),
-}
 _attributes = _sequence(_key_value)
+_exemplars = _sequence(_not_emulated_field("exemplars"))  # an empty list is fine: nothing to flatten
 _NUMBER_VALUE = {"asDouble": _f64, "asInt": _i64}
-
-
-def _exemplar(value: object) -> dict:
-    return _decode_struct(
-        value,
-        "Exemplar",
-        {
-            "filteredAttributes": (_attributes, _REQUIRED),
-            "timeUnixNano": (_u64_or_string, _REQUIRED),
-            "spanId": (_hex_bytes, _REQUIRED),
-            "traceId": (_hex_bytes, _REQUIRED),
-            "value": (_optional(_externally_tagged(_NUMBER_VALUE)), None),
-        },
-    )
-
-
-_exemplars = _sequence(_exemplar)
 
 
 def _number_data_point(value: object) -> dict:
@@ -998,35 +794,6 @@ def _histogram_data_point(value: object) -> dict:
     )
 
 
-def _buckets(value: object) -> dict:
-    return _decode_struct(
-        value, "Buckets", {"offset": (_i32, _REQUIRED), "bucketCounts": (_sequence(_u64_or_string), _REQUIRED)}
-    )
-
-
-def _exponential_histogram_data_point(value: object) -> dict:
-    return _decode_struct(
-        value,
-        "ExponentialHistogramDataPoint",
-        {
-            "attributes": (_attributes, _REQUIRED),
-            "startTimeUnixNano": (_u64_or_string, _REQUIRED),
-            "timeUnixNano": (_u64_or_string, _REQUIRED),
-            "count": (_u64_or_string, _REQUIRED),
-            "sum": (_optional(_f64), None),
-            "scale": (_i32, _REQUIRED),
-            "zeroCount": (_u64_or_string, _REQUIRED),
-            "positive": (_optional(_buckets), None),
-            "negative": (_optional(_buckets), None),
-            "flags": (_u32, _REQUIRED),
-            "exemplars": (_exemplars, _REQUIRED),
-            "min": (_optional(_f64), None),
-            "max": (_optional(_f64), None),
-            "zeroThreshold": (_f64, _REQUIRED),
-        },
-    )
-
-
 def _value_at_quantile(value: object) -> dict:
     return _decode_struct(value, "ValueAtQuantile", {"quantile": (_f64, _REQUIRED), "value": (_f64, _REQUIRED)})
 
@@ -1060,9 +827,7 @@ _METRIC_DATA = {
     "gauge": _metric_data("Gauge", _number_data_point, with_temporality=False),
     "sum": _metric_data("Sum", _number_data_point, with_temporality=True, with_monotonic=True),
     "histogram": _metric_data("Histogram", _histogram_data_point, with_temporality=True),
-    "exponentialHistogram": _metric_data(
-        "ExponentialHistogram", _exponential_histogram_data_point, with_temporality=True
-    ),
+    "exponentialHistogram": _not_emulated_field("exponential histograms"),
     "summary": _metric_data("Summary", _summary_data_point, with_temporality=False),
 }
 
@@ -1121,11 +886,11 @@ def _decode_metrics_data(document: object) -> list[dict]:
     ]
 
 
-# --- flattening (§2.1-§2.7) ---------------------------------------------------------------------------
+# --- flattening (#rows, #columns) -----------------------------------------------------------------------
 
 
 def _flatten_metrics_data(resource_metrics: list[dict]) -> list[dict]:
-    """One row per data point; later writes win: data point < metric < resource/scope envelope (§2.2)."""
+    """One row per data point; later writes win: data point < metric < resource/scope envelope (#rows)."""
     rows = []
     for resource_metric in resource_metrics:
         resource_fields: dict = {}
@@ -1152,9 +917,9 @@ def _flatten_metrics_data(resource_metrics: list[dict]) -> list[dict]:
 
 def _flatten_metric(metric: dict) -> list[dict]:
     if metric["data"] is None:
-        return []  # absent, or swallowed by a serde error: the metric vanishes (§2.1)
+        return []  # absent, or swallowed by a serde error: the metric vanishes (#decoding)
     kind, data = metric["data"]
-    metric_type, point_row = _POINT_FLATTENERS[kind]
+    point_row = _POINT_FLATTENERS[kind]
     type_fields = {}
     if "aggregationTemporality" in data:
         temporality = data["aggregationTemporality"]
@@ -1166,7 +931,7 @@ def _flatten_metric(metric: dict) -> list[dict]:
         "metric_name": metric["name"],
         "metric_description": metric["description"],
         "metric_unit": metric["unit"],
-        "metric_type": metric_type,
+        "metric_type": kind,
     }
     rows = [point_row(point) | type_fields for point in data["dataPoints"]] or [dict(type_fields)]
     for row in rows:
@@ -1177,58 +942,37 @@ def _flatten_metric(metric: dict) -> list[dict]:
 
 def _number_point_row(point: dict) -> dict:
     row = _point_row_start(point)
-    _insert_exemplars(row, point["exemplars"])
     _insert_flags(row, point["flags"])
     if point["value"] is not None:
-        kind, value = point["value"]
-        row["data_point_value"] = _json_number(value) if kind == "asDouble" else value
+        row["data_point_value"] = point["value"][1]
     return row
 
 
 def _histogram_point_row(point: dict) -> dict:
     row = _point_row_start(point)
     row["data_point_count"] = point["count"]
-    _insert_finite(row, "data_point_sum", point["sum"])
+    _insert_if_set(row, "data_point_sum", point["sum"])
     row["data_point_bucket_counts"] = list(point["bucketCounts"])
-    row["data_point_explicit_bounds"] = [_json_number(bound) for bound in point["explicitBounds"]]
-    _insert_exemplars(row, point["exemplars"])
+    row["data_point_explicit_bounds"] = list(point["explicitBounds"])
     _insert_flags(row, point["flags"])
-    _insert_finite(row, "data_point_min", point["min"])
-    _insert_finite(row, "data_point_max", point["max"])
-    return row
-
-
-def _exponential_histogram_point_row(point: dict) -> dict:
-    row = _point_row_start(point)
-    row["data_point_count"] = point["count"]
-    _insert_finite(row, "data_point_sum", point["sum"])
-    row["data_point_scale"] = point["scale"]
-    row["data_point_zero_count"] = point["zeroCount"]
-    for side in ("positive", "negative"):
-        if point[side] is not None:
-            row[f"{side}_offset"] = point[side]["offset"]
-            row[f"{side}_bucket_count"] = list(point[side]["bucketCounts"])
-    _insert_exemplars(row, point["exemplars"])
+    _insert_if_set(row, "data_point_min", point["min"])
+    _insert_if_set(row, "data_point_max", point["max"])
     return row
 
 
 def _summary_point_row(point: dict) -> dict:
     row = _point_row_start(point)
     row["data_point_count"] = point["count"]
-    row["data_point_sum"] = _json_number(point["sum"])
-    row["data_point_quantile_values"] = [
-        {"quantile": _json_number(item["quantile"]), "value": _json_number(item["value"])}
-        for item in point["quantileValues"]
-    ]
+    row["data_point_sum"] = point["sum"]
+    row["data_point_quantile_values"] = [dict(item) for item in point["quantileValues"]]
     return row
 
 
 _POINT_FLATTENERS = {
-    "gauge": ("gauge", _number_point_row),
-    "sum": ("sum", _number_point_row),
-    "histogram": ("histogram", _histogram_point_row),
-    "exponentialHistogram": ("exponential_histogram", _exponential_histogram_point_row),
-    "summary": ("summary", _summary_point_row),
+    "gauge": _number_point_row,
+    "sum": _number_point_row,
+    "histogram": _histogram_point_row,
+    "summary": _summary_point_row,
 }
 
 
@@ -1245,79 +989,26 @@ def _insert_flags(row: dict, flags: int) -> None:
     row["data_point_flags_description"] = _FLAGS_DESCRIPTIONS.get(flags, "")
 
 
-def _insert_exemplars(row: dict, exemplars: list[dict]) -> None:
-    """HEAD default (§2.6): an ``exemplars`` array of objects, later split into ``exemplars_*`` lists."""
-    if not exemplars:
-        return
-    objects = []
-    for exemplar in exemplars:
-        item: dict = {}
-        _insert_attributes(item, exemplar["filteredAttributes"])
-        item["exemplar_time_unix_nano"] = _epoch_nanos_to_rfc3339(exemplar["timeUnixNano"])
-        item["exemplar_span_id"] = exemplar["spanId"].hex()
-        item["exemplar_trace_id"] = exemplar["traceId"].hex()
-        if exemplar["value"] is not None:
-            item["exemplar_value"] = _json_number(float(exemplar["value"][1]))
-        objects.append(item)
-    row["exemplars"] = objects
-
-
-def _insert_finite(row: dict, key: str, value: float | None) -> None:
-    if value is not None and math.isfinite(value):
+def _insert_if_set(row: dict, key: str, value: float | None) -> None:
+    if value is not None:
         row[key] = value
 
 
-def _json_number(value: float) -> float | None:
-    """``serde_json::Number::from_f64``: NaN and ±Inf become null."""
-    return value if math.isfinite(value) else None
-
-
 def _insert_attributes(target: dict, key_values: list) -> None:
-    """§2.4: raw keys; ints as decimal strings; arrays as JSON text; kvlists merged into the parent."""
+    """#rows: raw keys, ints as decimal strings. JSON holds no NaN or ±Inf, so no value is left out for those."""
     for key, any_value in key_values:
-        if any_value is None:
-            continue
-        kind, value = any_value
-        if kind in ("string", "bool"):
-            target[key] = value
-        elif kind == "int":
-            target[key] = str(value)
-        elif kind == "double":
-            if math.isfinite(value):
-                target[key] = value
-        elif kind == "array":
-            target[key] = json.dumps(_array_json(value), separators=(",", ":"), ensure_ascii=False)
-        elif kind == "kvlist":
-            _insert_attributes(target, value)
-        else:  # bytes, as UTF-8-lossy text
-            target[key] = value.decode("utf-8", "replace")
-
-
-def _array_json(values: list) -> list:
-    """``collect_json_from_array_value``: ints stay numbers here, non-finite doubles are skipped."""
-    items = []
-    for kind, value in values:
-        if kind == "double" and not math.isfinite(value):
-            continue
-        if kind == "array":
-            value = _array_json(value)
-        elif kind == "kvlist":
-            nested: dict = {}
-            _insert_attributes(nested, value)
-            value = nested
-        elif kind == "bytes":
-            value = value.decode("utf-8", "replace")
-        items.append(value)
-    return items
+        if any_value is not None:
+            kind, value = any_value
+            target[key] = str(value) if kind == "intValue" else value
 
 
 def _series_hash(row: dict) -> int:
-    """Stands in for FxHasher over metric_name and the sorted label pairs (§2.6); opaque by contract."""
+    """Stands in for FxHasher over metric_name and the sorted label pairs (#rows); opaque to clients."""
     hasher = hashlib.blake2b(digest_size=8)
     if isinstance(row.get("metric_name"), str):
         hasher.update(row["metric_name"].encode() + b"\0")
     for key in sorted(row):
-        if key in _KNOWN_FIELDS or key.startswith("exemplars"):
+        if key in _KNOWN_FIELDS:
             continue
         value = row[key] if isinstance(row[key], str) else json.dumps(row[key], separators=(",", ":"))
         hasher.update(key.encode() + b"=" + value.encode() + b"\0")
@@ -1337,7 +1028,7 @@ def _flatten_object_arrays(row: dict) -> dict:
     return flattened
 
 
-# --- typing and storage (§2.8) ----------------------------------------------------------------------
+# --- typing and storage (#system-columns, #types) ----------------------------------------------------
 
 
 _NO_FIT = object()
@@ -1354,7 +1045,7 @@ def _typed_row(
         natural, converted = _natural_type(key, value)
         _place(columns, typed, "_" + key[1:] if key.startswith("@") else key, natural, converted, value)
     for key, value in system_fields.items():
-        if key not in batch_keys:  # a data column of that name wins (§2.7)
+        if key not in batch_keys:  # a data column of that name wins
             _place(columns, typed, key, pa.string(), value, value)
     return typed
 
@@ -1377,23 +1068,19 @@ def _natural_type(key: str, value: object) -> tuple[pa.DataType, object]:
 
 
 def _natural_list_type(values: list) -> tuple[pa.DataType, list]:
-    """Arrays keep their element type (ints Int64, floats Float64); an empty array has none yet."""
+    """Bucket counts are ints (Int64), bounds and quantiles floats (Float64); an empty array has no type yet."""
     present = [value for value in values if value is not None]
     if not present:
         return pa.list_(pa.null()), list(values)
-    if all(isinstance(value, bool) for value in present):
-        return pa.list_(pa.bool_()), list(values)
-    if all(isinstance(value, int) and not isinstance(value, bool) for value in present):
+    if all(isinstance(value, int) for value in present):
         return pa.list_(pa.int64()), list(values)
-    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in present):
-        return pa.list_(pa.float64()), [None if value is None else float(value) for value in values]
-    return pa.list_(pa.string()), [
-        value if value is None or isinstance(value, str) else json.dumps(value) for value in values
-    ]
+    if all(isinstance(value, float) for value in present):
+        return pa.list_(pa.float64()), list(values)
+    raise TypeError(f"flattened lists hold ints or floats only, got {values!r}")
 
 
 def _place(columns: dict, typed: dict, key: str, natural: pa.DataType, converted: object, raw: object) -> None:
-    """Store under ``key``, or under ``<key>_<type>`` when ``key`` already holds another type (§2.8)."""
+    """Store under ``key``, or under ``<key>_<type>`` when ``key`` already holds another type (#types)."""
     for name in (key, f"{key}_{_type_suffix(natural)}"):
         existing = columns.get(name)
         if existing is None or (
@@ -1414,11 +1101,8 @@ def _fit(existing: pa.DataType, natural: pa.DataType, converted: object, raw: ob
         return converted
     if existing == pa.string() and pa.types.is_timestamp(natural):
         return raw  # an existing Utf8 column keeps time-looking strings as text
-    if pa.types.is_list(existing) and pa.types.is_list(natural):
-        if natural.value_type == pa.null():
-            return converted
-        if existing.value_type == pa.float64() and natural.value_type == pa.int64():
-            return [None if value is None else float(value) for value in converted]
+    if pa.types.is_list(existing) and natural == pa.list_(pa.null()):
+        return converted
     return _NO_FIT
 
 
@@ -1427,11 +1111,11 @@ def _type_suffix(data_type: pa.DataType) -> str:
         return "timestamp_ms"
     if pa.types.is_list(data_type):
         return "list"
-    return {"string": "utf8", "bool": "bool", "double": "float64", "int64": "int64", "uint64": "uint64"}[str(data_type)]
+    return {"string": "utf8", "bool": "bool", "double": "float64", "uint64": "uint64"}[str(data_type)]
 
 
 def _arrow_field_json(name: str, data_type: pa.DataType) -> dict:
-    """arrow-rs ``Field`` through serde, as ``/schema`` returns it (§4)."""
+    """arrow-rs ``Field`` through serde, as ``/schema`` returns it (#schema)."""
     return {
         "name": name,
         "data_type": _arrow_type_json(data_type),
@@ -1529,23 +1213,6 @@ def _naive_utc_millis(moment: datetime) -> datetime:
     return naive.replace(microsecond=naive.microsecond // 1000 * 1000)
 
 
-def _rfc3339_utc(moment: datetime) -> str:
-    naive = _naive_utc(moment)
-    return _format_seconds(naive) + _chrono_fraction(naive.microsecond * 1000) + "Z"
-
-
-def _parse_humantime(text: str) -> timedelta:
-    """``humantime::parse_duration``: integer-and-unit pairs such as "10m", "1h 30m", "2 hours"."""
-    if not re.fullmatch(r"\s*(?:\d+\s*[A-Za-zµ]+\s*)+", text):
-        raise ValueError(f"invalid duration {text!r}")
-    seconds = 0.0
-    for number, unit in re.findall(r"(\d+)\s*([A-Za-zµ]+)", text):
-        if unit not in _HUMANTIME_SECONDS:
-            raise ValueError(f"unknown time unit {unit!r}")
-        seconds += int(number) * _HUMANTIME_SECONDS[unit]
-    return timedelta(seconds=seconds)
-
-
 def _time_argument(moment: str | datetime) -> str:
     if isinstance(moment, datetime):
         if moment.tzinfo is None:
@@ -1554,34 +1221,7 @@ def _time_argument(moment: str | datetime) -> str:
     return moment
 
 
-def _rust_duration_debug(started_ns: int) -> str:
-    """``format!("{:?}", Duration)`` for ``p-time-elapsed``, e.g. "12.3ms"."""
-    nanos = time.perf_counter_ns() - started_ns
-    for unit, scale in (("s", 1_000_000_000), ("ms", 1_000_000), ("µs", 1_000)):
-        if nanos >= scale:
-            whole, fraction = divmod(nanos, scale)
-            digits = f"{fraction:0{len(str(scale)) - 1}d}".rstrip("0")
-            return f"{whole}.{digits}{unit}" if digits else f"{whole}{unit}"
-    return f"{nanos}ns"
-
-
-# --- query helpers (§3) -----------------------------------------------------------------------------
-
-
-def _is_json_media_type(content_type: str | None) -> bool:
-    """actix ``JsonConfig``: application/json or any application/*+json, parameters allowed."""
-    if content_type is None:
-        return False
-    essence = content_type.split(";")[0].strip().lower()
-    return essence == "application/json" or (essence.startswith("application/") and essence.endswith("+json"))
-
-
-def _boolean_query_parameters(query_string: str) -> dict[str, bool]:
-    """``web::Query<HashMap<String, bool>>``: one non-boolean value and every parameter falls back to default."""
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    if any(value not in ("true", "false") for _, value in pairs):
-        return {}
-    return {name: value == "true" for name, value in pairs}
+# --- query helpers (#query-api, #bare-count, #query-results) -----------------------------------------
 
 
 def _quoted_identifier(name: str) -> str:
@@ -1620,10 +1260,10 @@ def _bare_count_column(plan) -> str | None:
     return projection.projections()[0].schema_name()
 
 
-def _records(table: pa.Table, send_null: bool) -> list[dict]:
-    """``record_batches_to_json``: one object per row, null cells omitted unless ``sendNull`` (§3.4)."""
-    names = table.column_names
-    columns = [_render(table.column(index).combine_chunks()) for index in range(table.num_columns)]
+def _records(batch: pa.RecordBatch, send_null: bool) -> list[dict]:
+    """``record_batches_to_json``: one object per row, null cells omitted unless ``sendNull`` (#query-results)."""
+    names = batch.schema.names
+    columns = [_render(batch.column(index)) for index in range(batch.num_columns)]
     return [
         {name: value for name, value in zip(names, values, strict=True) if send_null or value is not None}
         for values in zip(*columns, strict=True)
@@ -1631,46 +1271,22 @@ def _records(table: pa.Table, send_null: bool) -> list[dict]:
 
 
 def _render(array: pa.Array) -> list:
-    """arrow-json values: naive timestamps like chrono's Debug (no ``Z``), non-finite floats null (§2.8)."""
+    """arrow-json values: naive timestamps like chrono's Debug (no ``Z``), non-finite floats null (#query-results)."""
     data_type = array.type
     if pa.types.is_timestamp(data_type):
         return [
-            None if value is None else _render_timestamp(value, data_type.unit, data_type.tz)
+            None if value is None else _render_timestamp(value, data_type.unit, data_type.tz is not None)
             for value in array.cast(pa.int64()).to_pylist()
         ]
-    if pa.types.is_date(data_type):
-        return [None if value is None else value.isoformat() for value in array.to_pylist()]
     if pa.types.is_floating(data_type):
         return [value if value is not None and math.isfinite(value) else None for value in array.to_pylist()]
-    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_fixed_size_list(data_type):
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
         return [None if not item.is_valid else _render(item.values) for item in array]
-    if pa.types.is_struct(data_type):
-        children = [(data_type.field(index).name, _render(array.field(index))) for index in range(data_type.num_fields)]
-        return [
-            {name: values[row] for name, values in children} if array[row].is_valid else None
-            for row in range(len(array))
-        ]
-    return array.to_pylist()
+    return array.to_pylist()  # other types (dates, decimals) go through _json_fallback
 
 
-def _render_timestamp(value: int, unit: str, tz: str | None) -> str:
+def _render_timestamp(value: int, unit: str, with_zone: bool) -> str:
+    """Without a zone like chrono's NaiveDateTime Debug; with one (e.g. ``now()``) as RFC3339 in UTC with ``Z``."""
     seconds, remainder = divmod(value, _UNITS_PER_SECOND[unit])
     fraction = _chrono_fraction(remainder * (1_000_000_000 // _UNITS_PER_SECOND[unit]))
-    moment = _EPOCH + timedelta(seconds=seconds)
-    if tz is None:
-        return _format_seconds(moment) + fraction
-    local = moment.replace(tzinfo=UTC).astimezone(_zone(tz))
-    offset = local.utcoffset()
-    if not offset:
-        return _format_seconds(local) + fraction + "Z"
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"{_format_seconds(local)}{fraction}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def _zone(tz: str) -> timezone | ZoneInfo:
-    match = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", tz)
-    if match is None:
-        return ZoneInfo(tz)
-    offset = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
-    return timezone(-offset if match.group(1) == "-" else offset)
+    return _format_seconds(_EPOCH + timedelta(seconds=seconds)) + fraction + ("Z" if with_zone else "")

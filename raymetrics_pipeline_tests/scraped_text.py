@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from raymetrics_pipeline.jobs import scrape_and_ship
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline.resources import RayMetricsSource
+from raymetrics_pipeline_tests.backends import local_backend, parseable_backend
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import ScrapeFixture, rounds
@@ -48,6 +49,7 @@ def load_by_scrape_runs(
     data_dir,
     shift: timedelta = timedelta(0),
     parseable_lag: timedelta | None = None,
+    stream: str = "raymetrics",
 ) -> None:
     """Every fixture round scraped by two real job runs, one into ``parseable``, one into the local store.
 
@@ -56,7 +58,7 @@ def load_by_scrape_runs(
     """
     exporters = {port: stack.enter_context(Exporter()) for port in sorted({f.port for f in fixtures})}
     instance = stack.enter_context(dg.instance_for_test())
-    sinks = [ParseableResource(url=parseable.url, username="admin", password="admin"), ParseableResource()]
+    backends = [parseable_backend(parseable, data_dir, stream), local_backend(data_dir, stream)]
     for scrape_round in rounds(fixtures):
         for fixture in scrape_round:
             sample_ms = fixture.scrape_time_unix_nano // 10**6 + int(shift.total_seconds() * 1000)
@@ -65,10 +67,6 @@ def load_by_scrape_runs(
             sampled = datetime.fromtimestamp(scrape_round[0].scrape_time_unix_nano / 1e9, UTC) + shift
             parseable.set_now(sampled + parseable_lag)
         targets = ",".join(exporters[f.port].target for f in scrape_round)
-        for sink in sinks:
-            resources = {
-                "ray_metrics": RayMetricsSource(targets=targets),
-                "parseable": sink,
-                "local_data": LocalDataResource(data_dir=str(data_dir)),
-            }
+        for backend in backends:
+            resources = {"ray_metrics": RayMetricsSource(targets=targets), "backend": backend}
             assert scrape_and_ship.execute_in_process(resources=resources, instance=instance).success

@@ -10,37 +10,32 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from raymetrics_pipeline import otlp, rollups
-from raymetrics_pipeline.assets import raymetrics_at
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, raymetrics_at
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
     object_store_pressure,
     raymetrics_is_fresh,
 )
-from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.parseable_rows import rows_table
-from raymetrics_pipeline.prometheus import NO_LABELS, parse
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RollupSettings
-from raymetrics_pipeline.rollup_assets import HOURLY, minute_rollups
+from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest.otlp import ResourceMetrics
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.store import LocalStore
+from raymetrics_pipeline.rollups.database import delete_minutes_before, ensure_schema, refresh_summaries
+from raymetrics_pipeline_tests.backends import local_backend, rollup_resources
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TEXT = 'ray_node_cpu_utilization{ip="10.0.0.1",SessionName="s1"} 50\n'
 
 
 def resources(tmp_path) -> dict:
-    return {
-        "parseable": ParseableResource(),
-        "local_data": LocalDataResource(data_dir=str(tmp_path)),
-        "rollups_db": DuckDBResource(database=str(tmp_path / "rollups.duckdb")),
-        "rollup_settings": RollupSettings(),
-    }
+    return {"backend": local_backend(tmp_path), **rollup_resources(tmp_path)}
 
 
 def write_sample(tmp_path, sampled: datetime, text: str = TEXT) -> None:
-    scrapes = [(NO_LABELS, otlp.to_metrics(parse(text), int(sampled.timestamp() * 1e9)).metrics)]
+    scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(text), int(sampled.timestamp() * 1e9)).metrics)]
     LocalStore(tmp_path / "store").write(rows_table(scrapes, sampled), sampled)
 
 
@@ -68,7 +63,7 @@ def test_ingestion_freshness_measures_the_newest_sample(tmp_path, age_seconds, p
 
 def fill_node_minutes(tmp_path, minutes: list[datetime], pressure: float = 0.5) -> None:
     with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
-        connection.execute(rollups.SCHEMA)
+        ensure_schema(connection)
         for minute in minutes:
             connection.execute(
                 "INSERT INTO node_minute (minute, cluster_id, session_name, node, mem_pressure_max) "
@@ -181,8 +176,8 @@ def test_old_rollups_expire_and_summaries_stay(tmp_path):
     old, recent = NOW - timedelta(days=500), NOW - timedelta(minutes=2)
     fill_node_minutes(tmp_path, [old, recent])
     with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
-        rollups.refresh_summaries(connection, NOW)
-        assert rollups.delete_minutes_before(connection, NOW - timedelta(days=400)) == 1
+        refresh_summaries(connection, NOW)
+        assert delete_minutes_before(connection, NOW - timedelta(days=400)) == 1
         remaining = connection.execute("SELECT COUNT(*) FROM node_minute").fetchall()
         summary = connection.execute("SELECT first_seen FROM session_summary").fetchall()
     assert remaining == [(1,)] and summary == [(old.replace(tzinfo=None),)]

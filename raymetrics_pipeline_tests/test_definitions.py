@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.query import LocalSql, MetricsQuery, QueryError
-from raymetrics_pipeline.resources import metrics_query, metrics_query_from_env, resources_from_env
+from raymetrics_pipeline.dataset.query import QueryError
+from raymetrics_pipeline.localstore.store import LocalStore
+from raymetrics_pipeline.resources import (
+    LocalStoreResource,
+    ParseableResource,
+    metrics_query_from_env,
+    resources_from_env,
+)
+from raymetrics_pipeline_tests.backends import local_backend
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 
@@ -76,12 +82,16 @@ def test_settings_come_from_the_environment():
             "DAGSTER_HOME": "/dh",
         }
     )
-    source, parseable = resources["ray_metrics"], resources["parseable"]
+    source, parseable = resources["ray_metrics"], resources["backend"]
     assert (source.targets, source.discovery_file, source.scrape_timeout_seconds) == ("h:1", "/x.json", 3.0)
+    assert isinstance(parseable, ParseableResource)
     assert (parseable.url, parseable.stream, parseable.otlp_encoding) == ("http://p:8000", "rm", "protobuf")
     assert "PARSEABLE_PASSWORD" in parseable.problem()
-    assert resources["local_data"].data_dir == "/dh/raymetrics"
-    assert resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})["local_data"].data_dir == "/d"
+    assert parseable.data_dir == "/dh/raymetrics"
+    assert resources["rollups_db"].database == "/dh/raymetrics/rollups.duckdb"
+    local = resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})
+    assert isinstance(local["backend"], LocalStoreResource) and local["backend"].data_dir == "/d"
+    assert local["rollup_settings"].reports_dir == "/d/comparison"
     with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
         resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": "20"})
 
@@ -95,9 +105,8 @@ def test_with_no_parseable_a_run_by_hand_fills_the_local_store_and_the_asset_say
         )
     assert result.returncode == 0, result.stdout + result.stderr
     store = LocalStore(tmp_path / "raymetrics" / "store")
-    rows = MetricsQuery(LocalSql(store)).query(
-        "SELECT ray_node, data_point_value FROM ray_points", datetime.now(UTC) - timedelta(hours=1)
-    )
+    with local_backend(tmp_path / "raymetrics").query() as query:
+        rows = query.query("SELECT ray_node, data_point_value FROM ray_points", datetime.now(UTC) - timedelta(hours=1))
     assert rows == [{"ray_node": "127.0.0.1", "data_point_value": 12.5}]
     shown = subprocess.run(
         [sys.executable, "-c", LOCATION_OF_RAYMETRICS],
@@ -124,18 +133,20 @@ def test_a_script_queries_parseable_with_the_real_credentials_from_the_environme
             "PARSEABLE_PASSWORD": "s3cret",
         }.items():
             monkeypatch.setenv(name, value)
-        with pytest.raises(QueryError, match="table .* not found"):  # authenticated: it got as far as planning
-            metrics_query_from_env().query("SELECT 1 FROM raymetrics", datetime.now(UTC))
+        with metrics_query_from_env() as query, pytest.raises(QueryError, match="table .* not found"):
+            query.query("SELECT 1 FROM raymetrics", datetime.now(UTC))  # authenticated: it got as far as planning
 
 
-def test_the_query_layer_follows_the_same_settings_as_the_sink(tmp_path):
+def test_one_setting_chooses_the_backend_for_sink_query_and_location(tmp_path):
     local = resources_from_env({"RAYMETRICS_DATA_DIR": str(tmp_path), "RAYMETRICS_LOCAL_RETENTION_DAYS": "3"})
-    assert local["local_data"].retention_days == 3.0
-    assert metrics_query(local["parseable"], local["local_data"]).where() == f"local store {tmp_path}/store/raymetrics"
+    backend = local["backend"]
+    assert backend.retention_days == 3.0
+    assert backend.location == backend.backend().location == f"local store {tmp_path}/store/raymetrics"
     remote = resources_from_env(
         {"PARSEABLE_URL": "http://p:8000/", "PARSEABLE_USERNAME": "u", "PARSEABLE_PASSWORD": "x"},
-    )
-    assert metrics_query(remote["parseable"], remote["local_data"]).where() == "http://p:8000 (dataset raymetrics)"
+    )["backend"]
+    assert remote.location == "http://p:8000 (dataset raymetrics)"
+    assert resources_from_env({"PARSEABLE_URL": "p:8000"})["backend"].location.startswith("not usable until fixed")
     for bad in ("0", "a week"):
         with pytest.raises(ValueError, match="RAYMETRICS_LOCAL_RETENTION_DAYS"):
             resources_from_env({"RAYMETRICS_LOCAL_RETENTION_DAYS": bad})

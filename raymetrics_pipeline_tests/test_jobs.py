@@ -4,16 +4,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pytest
+import duckdb
 
-from raymetrics_pipeline import otlp
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
-from raymetrics_pipeline.jobs import maintain_local_store, prune_scrape_runs, scrape_and_ship
-from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.parseable_rows import rows_table
-from raymetrics_pipeline.prometheus import NO_LABELS, parse
-from raymetrics_pipeline.query import LocalSql, MetricsQuery
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest.otlp import ResourceMetrics
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs, scrape_and_ship
+from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.store import LocalStore
+from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource
+from raymetrics_pipeline.rollups.database import ensure_schema
+from raymetrics_pipeline_tests.backends import local_backend, parseable_backend, rollup_resources
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
@@ -36,18 +38,16 @@ RECORDED = [
 ]
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-def resources(url: str, targets: str, tmp_path) -> dict:
+def resources(parseable: ParseableDouble, targets: str, tmp_path) -> dict:
     return {
         "ray_metrics": RayMetricsSource(targets=targets, resource_attributes="cluster_id=test"),
-        "parseable": ParseableResource(url=url, username="ray", password=SECRET),
-        "local_data": LocalDataResource(data_dir=str(tmp_path)),
+        "backend": parseable_backend(parseable, tmp_path, username="ray", password=SECRET),
     }
+
+
+def step_metadata(result) -> dict:
+    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
+    return {key: value.value for key, value in output.event_specific_data.metadata.items()}
 
 
 def all_event_text(instance, run_id: str) -> str:
@@ -61,7 +61,7 @@ def test_a_run_ships_and_records_what_it_did(instance, tmp_path):
         ParseableDouble(username="ray", password=SECRET) as parseable,
     ):
         result = scrape_and_ship.execute_in_process(
-            resources=resources(parseable.url, f"{ray.target},{broken.target}", tmp_path), instance=instance
+            resources=resources(parseable, f"{ray.target},{broken.target}", tmp_path), instance=instance
         )
         rows = parseable.rows("raymetrics")
     assert result.success
@@ -79,8 +79,11 @@ def test_a_run_ships_and_records_what_it_did(instance, tmp_path):
 
 def test_an_outage_fails_the_run_but_keeps_the_data(instance, tmp_path):
     with Exporter(TEXT) as ray:
+        backend = ParseableResource(url="http://127.0.0.1:9", username="ray", password=SECRET, data_dir=str(tmp_path))
         result = scrape_and_ship.execute_in_process(
-            resources=resources("http://127.0.0.1:9", ray.target, tmp_path), instance=instance, raise_on_error=False
+            resources={"ray_metrics": RayMetricsSource(targets=ray.target), "backend": backend},
+            instance=instance,
+            raise_on_error=False,
         )
     assert not result.success
     failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
@@ -101,8 +104,7 @@ def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
     result = prune_scrape_runs.execute_in_process(
         instance=instance, run_config={"ops": {"delete_old_scrape_runs": {"config": {"older_than_days": 0}}}}
     )
-    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
-    assert output.event_specific_data.metadata["deleted_runs"].value == 2
+    assert step_metadata(result)["deleted_runs"] == 2
     assert not any(instance.has_run(run_id) for run_id in finished)
     assert instance.has_run(in_flight) and instance.has_run(other_job)
 
@@ -111,7 +113,7 @@ def test_a_refused_request_fails_the_run_and_is_set_aside(instance, tmp_path):
     with Exporter("m 1\n") as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
         parseable.fail_next(400, body="Could not deserialize into JSON object")
         result = scrape_and_ship.execute_in_process(
-            resources=resources(parseable.url, ray.target, tmp_path), instance=instance, raise_on_error=False
+            resources=resources(parseable, ray.target, tmp_path), instance=instance, raise_on_error=False
         )
     failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
     assert "1 refused for good" in failure.event_specific_data.error.message
@@ -121,37 +123,43 @@ def test_a_refused_request_fails_the_run_and_is_set_aside(instance, tmp_path):
 def test_without_parseable_a_run_writes_the_local_store(instance, tmp_path):
     with Exporter(TEXT) as ray:
         result = scrape_and_ship.execute_in_process(
-            resources={
-                "ray_metrics": RayMetricsSource(targets=ray.target),
-                "parseable": ParseableResource(),
-                "local_data": LocalDataResource(data_dir=str(tmp_path)),
-            },
+            resources={"ray_metrics": RayMetricsSource(targets=ray.target), "backend": local_backend(tmp_path)},
             instance=instance,
         )
     assert result.success
     (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
     metadata = {key: value.value for key, value in materialization.metadata.items()}
-    store = LocalStore(tmp_path / "store")
-    assert metadata["sink"] == "local store" and metadata["destination"] == store.location
+    assert metadata["destination"] == LocalStore(tmp_path / "store").location
     assert metadata["rows_stored"] == metadata["data_points"] > 400 and metadata["bytes_stored"] > 0
-    rows = MetricsQuery(LocalSql(store)).query("SELECT COUNT(*) AS n FROM raymetrics", datetime.now(UTC) - HOUR)
+    with local_backend(tmp_path).query() as query:
+        rows = query.query("SELECT COUNT(*) AS n FROM raymetrics", datetime.now(UTC) - HOUR)
     assert rows == [{"n": metadata["rows_stored"]}]
 
 
 def test_local_store_maintenance_compacts_finished_hours_and_expires_old_ones(instance, tmp_path):
     store = LocalStore(tmp_path / "store")
     now = datetime.now(UTC)
-    scrapes = [(NO_LABELS, otlp.to_metrics(parse(TEXT), 0).metrics)]
+    scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(TEXT), 0).metrics)]
     expired, finished = now - timedelta(days=8), now - 3 * HOUR
     for received in (expired, finished, finished + timedelta(seconds=15), now):
         store.write(rows_table(scrapes, received), received)
-    result = maintain_local_store.execute_in_process(
-        resources={"parseable": ParseableResource(), "local_data": LocalDataResource(data_dir=str(tmp_path))},
-        instance=instance,
-    )
-    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
-    metadata = {key: value.value for key, value in output.event_specific_data.metadata.items()}
+    result = maintain_storage.execute_in_process(resources={"backend": local_backend(tmp_path)}, instance=instance)
+    metadata = step_metadata(result)
     assert (metadata["hours_compacted"], metadata["files_before"], metadata["files_after"]) == (1, 2, 1)
     assert (metadata["hours_deleted"], metadata["files_deleted"]) == (1, 1)
     assert [path.name.split("-")[0] for path in store.files()] == ["compacted", "cycle"]
     assert not list(store.hours(end=now - timedelta(days=7))), "nothing older than the retention is left"
+
+
+def test_rollup_retention_runs_as_its_own_job_and_keeps_recent_minutes(instance, tmp_path):
+    now = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None)
+    with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
+        ensure_schema(connection)
+        for minute in (now - timedelta(days=500), now - timedelta(minutes=3)):
+            connection.execute(
+                "INSERT INTO node_minute (minute, cluster_id, session_name, node) VALUES (?, '', 's1', 'n1')", [minute]
+            )
+    result = expire_rollups.execute_in_process(resources=rollup_resources(tmp_path), instance=instance)
+    assert step_metadata(result)["deleted_rows"] == 1
+    with duckdb.connect(str(tmp_path / "rollups.duckdb"), read_only=True) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM node_minute").fetchall() == [(1,)]

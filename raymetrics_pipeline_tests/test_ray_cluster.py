@@ -26,11 +26,9 @@ def _ports(targets: list[str]) -> set[int]:
     return {int(t.rsplit(":", 1)[1]) for t in targets}
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    with RayHead(tmp_path_factory.mktemp("rayhead"), startup_timeout=90) as h:
-        yield h
-    assert h.pids() == [], "Ray processes left after RayHead exit"
+@pytest.fixture
+def head(ray_head):
+    return ray_head
 
 
 def test_discovery_targets_serve_metrics(head: RayHead):

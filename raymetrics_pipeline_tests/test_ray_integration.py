@@ -11,25 +11,21 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from raymetrics_pipeline.ingest.targets import TargetSettings, discover
 from raymetrics_pipeline.jobs import scrape_and_ship
-from raymetrics_pipeline.localstore import LocalStore
-from raymetrics_pipeline.query import LocalSql, MetricsQuery
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource
 from raymetrics_pipeline.sensors import ray_metrics_sensor
-from raymetrics_pipeline.targets import TargetSettings, discover
-from raymetrics_pipeline_tests.parseable_double import ParseableDouble
-from raymetrics_pipeline_tests.ray_cluster import RayHead
+from raymetrics_pipeline_tests.backends import local_backend, parseable_backend
 
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    with RayHead(tmp_path_factory.mktemp("rayhead"), startup_timeout=90) as ray_head:
-        yield ray_head
+@pytest.fixture
+def head(ray_head):
+    return ray_head
 
 
-def source_for(head: RayHead, how: str) -> RayMetricsSource:
+def source_for(head, how: str) -> RayMetricsSource:
     if how == "dashboard":
         return RayMetricsSource(dashboard_url=head.dashboard_url, host_override="127.0.0.1", discovery_file="/absent")
     return RayMetricsSource(discovery_file=str(head.discovery_file), host_override="127.0.0.1")
@@ -44,17 +40,12 @@ def test_file_and_dashboard_discovery_agree(head):
 
 
 @pytest.mark.parametrize("how", ["file", "dashboard"])
-def test_a_full_scrape_of_a_real_head_is_shipped(head, how, tmp_path):
-    with dg.instance_for_test() as instance, ParseableDouble() as parseable:
-        result = scrape_and_ship.execute_in_process(
-            resources={
-                "ray_metrics": source_for(head, how),
-                "parseable": ParseableResource(url=parseable.url, username="admin", password="admin"),
-                "local_data": LocalDataResource(data_dir=str(tmp_path)),
-            },
-            instance=instance,
-        )
-        rows = parseable.rows("raymetrics")
+def test_a_full_scrape_of_a_real_head_is_shipped(head, how, tmp_path, instance, parseable):
+    result = scrape_and_ship.execute_in_process(
+        resources={"ray_metrics": source_for(head, how), "backend": parseable_backend(parseable, tmp_path)},
+        instance=instance,
+    )
+    rows = parseable.rows("raymetrics")
     assert result.success
     (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
     metadata = {key: value.value for key, value in materialization.metadata.items()}
@@ -69,39 +60,28 @@ def test_a_full_scrape_of_a_real_head_is_shipped(head, how, tmp_path):
     assert {r["metric_type"] for r in rows} >= {"gauge", "sum"}
 
 
-def test_the_sensor_finds_the_real_head(head):
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance,
-            resources={
-                "ray_metrics": source_for(head, "file"),
-                "parseable": ParseableResource(url="http://127.0.0.1:1", username="u", password="p"),
-                "local_data": LocalDataResource(data_dir="/unused"),
-            },
-        )
-        (request,) = ray_metrics_sensor.evaluate_tick(context).run_requests
+def test_the_sensor_finds_the_real_head(head, instance):
+    backend = ParseableResource(url="http://127.0.0.1:1", username="u", password="p", data_dir="/unused")
+    context = dg.build_sensor_context(
+        instance=instance, resources={"ray_metrics": source_for(head, "file"), "backend": backend}
+    )
+    (request,) = ray_metrics_sensor.evaluate_tick(context).run_requests
     assert request.tags["raymetrics/targets"] == "3"
     assert request.tags["raymetrics/discovered_from"] == "RAY_PROM_DISCOVERY_FILE"
 
 
-def test_without_parseable_a_real_head_lands_in_the_local_store_and_answers_by_node(head, tmp_path):
-    with dg.instance_for_test() as instance:
-        result = scrape_and_ship.execute_in_process(
-            resources={
-                "ray_metrics": source_for(head, "file"),
-                "parseable": ParseableResource(),
-                "local_data": LocalDataResource(data_dir=str(tmp_path)),
-            },
-            instance=instance,
-        )
-    assert result.success
-    store = LocalStore(tmp_path / "store")
-    rows = MetricsQuery(LocalSql(store)).query(
-        """SELECT ray_node, ray_session, COUNT(DISTINCT metric_name) AS metrics FROM ray_points
-           WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_tasks', 'ray_object_store_memory')
-              OR metric_name LIKE 'ray_node_mem%'
-           GROUP BY ray_node, ray_session""",
-        datetime.now(UTC) - timedelta(minutes=5),
+def test_without_parseable_a_real_head_lands_in_the_local_store_and_answers_by_node(head, tmp_path, instance):
+    result = scrape_and_ship.execute_in_process(
+        resources={"ray_metrics": source_for(head, "file"), "backend": local_backend(tmp_path)}, instance=instance
     )
+    assert result.success
+    with local_backend(tmp_path).query() as query:
+        rows = query.query(
+            """SELECT ray_node, ray_session, COUNT(DISTINCT metric_name) AS metrics FROM ray_points
+               WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_tasks', 'ray_object_store_memory')
+                  OR metric_name LIKE 'ray_node_mem%'
+               GROUP BY ray_node, ray_session""",
+            datetime.now(UTC) - timedelta(minutes=5),
+        )
     (node,) = rows  # one node, whether the metric says `ip` or `NodeAddress`
     assert node["ray_session"] == head.session_name and node["ray_node"] and node["metrics"] >= 3

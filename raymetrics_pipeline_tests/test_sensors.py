@@ -5,25 +5,25 @@ import uuid
 import dagster as dg
 import pytest
 
-from raymetrics_pipeline.resources import LocalDataResource, ParseableResource, RayMetricsSource
+from raymetrics_pipeline.resources import (
+    LocalStoreResource,
+    MetricsBackendResource,
+    ParseableResource,
+    RayMetricsSource,
+)
 from raymetrics_pipeline.sensors import STALE_RUN_SECONDS, live_scrape_run, ray_metrics_sensor
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-def evaluate(instance, parseable: ParseableResource, source: RayMetricsSource):
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={"parseable": parseable, "ray_metrics": source, "local_data": LocalDataResource(data_dir="/tmp/x")},
-    )
+def evaluate(instance, backend: MetricsBackendResource, source: RayMetricsSource):
+    context = dg.build_sensor_context(instance=instance, resources={"backend": backend, "ray_metrics": source})
     return ray_metrics_sensor.evaluate_tick(context)
 
 
-PARSEABLE = ParseableResource(url="http://127.0.0.1:8000", username="admin", password="admin")
+def parseable(**settings) -> ParseableResource:
+    return ParseableResource(**{"url": "http://127.0.0.1:8000", "data_dir": "/tmp/x", **settings})
+
+
+PARSEABLE = parseable(username="admin", password="admin")
 TARGETS = RayMetricsSource(targets="127.0.0.1:8080,127.0.0.1:44217")
 
 
@@ -42,22 +42,21 @@ def test_launches_a_scrape_with_a_key_per_15_second_window(instance):
 
 
 def test_without_parseable_it_still_scrapes_into_the_local_store(instance):
-    (request,) = evaluate(instance, ParseableResource(), TARGETS).run_requests
+    (request,) = evaluate(instance, LocalStoreResource(data_dir="/tmp/x"), TARGETS).run_requests
     assert request.tags["raymetrics/targets"] == "2"
 
 
 @pytest.mark.parametrize(
-    ("parseable", "expected"),
+    ("backend", "expected"),
     [
-        (ParseableResource(url="http://127.0.0.1:8000", username="admin"), "PARSEABLE_PASSWORD"),
-        (
-            ParseableResource(url="http://127.0.0.1:8000", username="a", password="b", stream="bad name"),
-            "PARSEABLE_STREAM",
-        ),
+        (parseable(username="admin"), "PARSEABLE_PASSWORD"),
+        (parseable(username="a", password="b", stream="bad name"), "PARSEABLE_STREAM"),
+        (parseable(username="a", password="b", url="localhost:8000"), "PARSEABLE_URL"),
+        (LocalStoreResource(data_dir="/tmp/x", stream="select"), "PARSEABLE_STREAM"),
     ],
 )
-def test_skips_with_a_reason_that_says_what_to_set(instance, parseable, expected):
-    result = evaluate(instance, parseable, TARGETS)
+def test_skips_with_a_reason_that_says_what_to_set(instance, backend, expected):
+    result = evaluate(instance, backend, TARGETS)
     assert not result.run_requests and expected in result.skip_message
 
 

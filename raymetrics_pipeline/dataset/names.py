@@ -1,0 +1,19 @@
+"""Names both backends share, as Parseable defines them (docs/parseable.md)."""
+
+# The column Parseable stamps with the time it received a row; its query window is on this column.
+RECEIVED_AT = "p_timestamp"
+# The dataset format our requests declare (the X-P-Log-Source header), kept in the p_format column.
+LOG_SOURCE = "otel-metrics"
+
+# Parseable's own rule for dataset names (src/validator.rs::stream_name).
+_SQL_KEYWORDS = {"select", "from", "where", "group", "by", "order", "limit", "offset", "join", "and", "sql"}
+
+
+def validate_dataset_name(name: str) -> str:
+    """``name`` if Parseable would accept it as a dataset (and we can quote it in SQL), else a clear error."""
+    if not name or not all(char.isalnum() or char in "-_" for char in name) or name.lower() in _SQL_KEYWORDS:
+        raise ValueError(
+            f"PARSEABLE_STREAM={name!r} is not a valid Parseable dataset name: use letters, digits, '-' "
+            "and '_' only, and not an SQL keyword (for example raymetrics)"
+        )
+    return name

@@ -1,0 +1,70 @@
+"""One Parseable server, one dataset on it, one set of credentials: checked once, shared by ingest and SQL."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from raymetrics_pipeline.common import USER_AGENT
+from raymetrics_pipeline.dataset.names import validate_dataset_name
+
+_USERINFO_RE = re.compile(r"(?<=//)[^/@]*@")
+
+
+def server_url(url: str) -> str:
+    """``PARSEABLE_URL`` checked and without its trailing slash; a clear error when it cannot work."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        shown = _USERINFO_RE.sub("***@", url)  # the error reaches logs: never repeat a password
+        raise ValueError(f"PARSEABLE_URL={shown!r} is not an http(s) URL such as http://localhost:8000")
+    if parsed.userinfo:
+        raise ValueError("PARSEABLE_URL must not carry credentials: set PARSEABLE_USERNAME and PARSEABLE_PASSWORD")
+    return str(parsed).rstrip("/")
+
+
+def parseable_location(url: str, stream: str) -> str:
+    """Where the rows are on a Parseable server, for people."""
+    return f"{server_url(url)} (dataset {validate_dataset_name(stream)})"
+
+
+class ParseableSettings:
+    """Checked settings for one dataset on one server; opens connections, holds none."""
+
+    def __init__(self, url: str, username: str | None, password: str | None, stream: str = "raymetrics") -> None:
+        if not username or not password:
+            raise ValueError(
+                "PARSEABLE_URL is set but PARSEABLE_USERNAME and PARSEABLE_PASSWORD are not both set: set them to "
+                "a Parseable user allowed to ingest and query (Parseable's own defaults are P_USERNAME / P_PASSWORD)."
+            )
+        self.url = server_url(url)
+        self.stream = validate_dataset_name(stream)
+        self.auth = httpx.BasicAuth(username, password)
+
+    @property
+    def location(self) -> str:
+        return parseable_location(self.url, self.stream)
+
+    def connect(self, timeout_seconds: float, transport: httpx.BaseTransport | None = None) -> ParseableConnection:
+        return ParseableConnection(self, timeout_seconds, transport)
+
+
+class ParseableConnection:
+    """An HTTP client for one dataset: basic auth and our User-Agent on every request. Close it when done."""
+
+    def __init__(
+        self, settings: ParseableSettings, timeout_seconds: float, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.url, self.stream, self.location = settings.url, settings.stream, settings.location
+        self.http = httpx.Client(
+            auth=settings.auth, timeout=timeout_seconds, transport=transport, headers={"User-Agent": USER_AGENT}
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ParseableConnection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

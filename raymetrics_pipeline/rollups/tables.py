@@ -1,0 +1,480 @@
+"""Every rollup table, declared once: its columns (type, meaning, how each is computed) and its source.
+
+A minute table is pulled through the query layer (the aggregation runs where the rows are:
+Parseable's SQL, or DataFusion over the local store) and kept in DuckDB. Each of its columns is
+one of:
+
+* a key, taken by name from the table's ``source``, a relation over ``ray_points``;
+* ``pull``: an aggregate over the source's rows for the key, computed by the query layer;
+* ``derived``: a DuckDB expression over the pulled columns, computed when the rows are written.
+
+Adding a column is one ``Column`` line; the DDL, the pull, the write, the asset's column
+schema and docs/rollup-tables.md all come from these declarations. Minutes are by sample time
+(``time_unix_nano``), not arrival, so points replayed after an outage land where they were measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from raymetrics_pipeline.common import markdown
+
+# Ray node clocks and Parseable's may disagree a little: sample times a bit after ingest.
+CLOCK_SKEW = timedelta(minutes=5)
+# How long after its sample time a point may still arrive (replayed from the spool after an outage).
+LATE_ARRIVAL = timedelta(hours=6)
+# The level before a window's first minute, for ``entered``: looked for this far back.
+LEVEL_LOOKBACK = timedelta(minutes=10)
+# Task states a task never leaves: a drop in their level is a counter reset, not tasks leaving.
+TERMINAL_TASK_STATES = ("FINISHED", "FAILED")
+# Columns the rollups read, beyond the identity ones ``ray_points`` derives.
+REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", "p_timestamp")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sample times ``[start, end)``: one hourly partition."""
+
+    start: datetime
+    end: datetime
+
+    def ingest_window(self, now: datetime) -> tuple[datetime, datetime]:
+        """The ``p_timestamp`` window that holds every point sampled in this one, late ones included;
+        it ends a minute in the future so the current minute is read too."""
+        return self.start - CLOCK_SKEW, min(self.end + LATE_ARRIVAL, now + timedelta(minutes=2))
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # DuckDB's
+    description: str
+    key: bool = False
+    pull: str | None = None  # an aggregate over the source, run by the query layer
+    derived: str | None = None  # a DuckDB expression over the pulled columns
+
+
+def key(name: str, description: str) -> Column:
+    return Column(name, "TIMESTAMP" if name == "minute" else "VARCHAR", description, key=True)
+
+
+# Source builders get the window and the dataset's columns (a Ray label is absent until a series carried it).
+Source = Callable[[Window, set[str]], str]
+
+
+@dataclass(frozen=True)
+class MinuteTable:
+    name: str
+    description: str
+    source: Source
+    columns: tuple[Column, ...]
+    window: str = ""  # a named DuckDB window the derived columns use, e.g. ``w AS (PARTITION BY ...)``
+
+    @property
+    def keys(self) -> list[str]:
+        return [column.name for column in self.columns if column.key]
+
+    @property
+    def pulled(self) -> list[Column]:
+        """What the query layer returns: the keys and the aggregates."""
+        return [column for column in self.columns if column.derived is None]
+
+    def pull_sql(self, window: Window, dataset_columns: set[str]) -> str:
+        """The query-layer SQL for the table's pulled columns over one window."""
+        values = [f"{column.pull} AS {column.name}" for column in self.pulled if not column.key]
+        return (
+            f"SELECT {', '.join(self.keys + values)}\n"
+            f"FROM ({self.source(window, dataset_columns)}) AS source\n"
+            f"GROUP BY {', '.join(self.keys)}"
+        )
+
+
+@dataclass(frozen=True)
+class SummaryTable:
+    """Rebuilt for the refreshed sessions (the ``refreshed`` temp table) from the minute tables; kept after
+    the minute rows expire. ``refresh`` selects every column by name."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    refresh: str
+
+    @property
+    def keys(self) -> list[str]:
+        return [column.name for column in self.columns if column.key]
+
+
+Table = MinuteTable | SummaryTable
+
+
+# --- Building blocks of the sources ---------------------------------------------------
+
+
+def at(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}'"
+
+
+def samples_in(start: datetime, end: datetime) -> str:
+    return f"time_unix_nano >= {at(start)} AND time_unix_nano < {at(end)}"
+
+
+def label(name: str, dataset_columns: set[str]) -> str:
+    """A Ray label as a SQL value; ``''`` when no row in the dataset has carried it yet (no task run so far)."""
+    return f"COALESCE(\"{name}\", '')" if name in dataset_columns else "''"
+
+
+def value_of(metric: str, aggregate: str = "AVG") -> str:
+    return f"{aggregate}(CASE WHEN metric_name = '{metric}' THEN data_point_value END)"
+
+
+POINT_KEYS = "DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id, ray_session AS session_name"
+MINUTE = key("minute", "The minute (UTC) the samples were taken in.")
+CLUSTER = key("cluster_id", "`cluster_id` from RAYMETRICS_RESOURCE_ATTRIBUTES; '' when unset.")
+SESSION = key("session_name", "Ray's session (its `SessionName` label): one per `ray start` of the head.")
+NODE = key("node", "The node's address (`NodeAddress`, or `ip` on `ray_node_*` series).")
+JOB = key("job_id", "Ray's job id (`JobId`); '' for what Ray files under no job.")
+
+
+# --- Minute tables ---------------------------------------------------------------------
+
+
+def _node_points(window: Window, dataset_columns: set[str]) -> str:
+    return f"""
+        SELECT {POINT_KEYS}, ray_node AS node, metric_name, data_point_value
+        FROM ray_points
+        WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_cpu_count', 'ray_node_mem_used',
+                              'ray_node_mem_total')
+          AND {samples_in(window.start, window.end)}"""
+
+
+NODE_MINUTE = MinuteTable(
+    "node_minute",
+    "Per node and minute: CPU and memory.",
+    _node_points,
+    (
+        MINUTE,
+        CLUSTER,
+        SESSION,
+        NODE,
+        Column(
+            "cpu_percent_avg",
+            "DOUBLE",
+            "CPU utilisation %, mean of the samples.",
+            pull=value_of("ray_node_cpu_utilization"),
+        ),
+        Column(
+            "cpu_percent_max",
+            "DOUBLE",
+            "CPU utilisation %, highest sample.",
+            pull=value_of("ray_node_cpu_utilization", "MAX"),
+        ),
+        Column("cpu_count", "DOUBLE", "CPUs on the node.", pull=value_of("ray_node_cpu_count", "MAX")),
+        Column(
+            "mem_used_avg", "DOUBLE", "Memory used (bytes), mean of the samples.", pull=value_of("ray_node_mem_used")
+        ),
+        Column(
+            "mem_used_max", "DOUBLE", "Memory used (bytes), highest sample.", pull=value_of("ray_node_mem_used", "MAX")
+        ),
+        Column("mem_total", "DOUBLE", "The node's memory (bytes).", pull=value_of("ray_node_mem_total", "MAX")),
+        Column(
+            "mem_pressure_avg", "DOUBLE", "mem_used_avg / mem_total.", derived="mem_used_avg / NULLIF(mem_total, 0)"
+        ),
+        Column(
+            "mem_pressure_max", "DOUBLE", "mem_used_max / mem_total.", derived="mem_used_max / NULLIF(mem_total, 0)"
+        ),
+        Column("samples", "BIGINT", "CPU samples in the minute.", pull=value_of("ray_node_cpu_utilization", "COUNT")),
+    ),
+)
+
+# Labels that, with the node, tell one ray_tasks series from another within a group.
+_TASK_SERIES_LABELS = ("IsRetry", "Source", "Component")
+
+
+def _task_levels(window: Window, dataset_columns: set[str]) -> str:
+    """Each ``ray_tasks`` series' level at the end of every minute (its last value in the minute).
+    ``ray_tasks`` is a level, so summing scrapes would count a task once per scrape. Starts
+    ``LEVEL_LOOKBACK`` early so the window's first minute has a level before it."""
+    series = [f'"{name}"' for name in _TASK_SERIES_LABELS if name in dataset_columns] + ["ray_node"]
+    return f"""
+        SELECT {POINT_KEYS}, ray_job AS job_id, {label("Name", dataset_columns)} AS task_name,
+               {label("State", dataset_columns)} AS state, {", ".join(series)},
+               LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
+        FROM ray_points
+        WHERE metric_name = 'ray_tasks' AND {samples_in(window.start - LEVEL_LOOKBACK, window.end)}
+        GROUP BY {", ".join(str(i) for i in range(1, 7 + len(series)))}"""
+
+
+_PREVIOUS = "LAG(tasks) OVER group_minutes"
+TASK_STATE_MINUTE = MinuteTable(
+    "task_state_minute",
+    "Per task name, state and job, and minute: how many tasks are in the state, and how many entered it. "
+    "Ray 2.60 files finished and failed tasks under JobId '', so look for failures by task_name.",
+    _task_levels,
+    (
+        MINUTE,
+        CLUSTER,
+        SESSION,
+        JOB,
+        key("task_name", "The task's name (`Name`)."),
+        key("state", "The task state (`State`): RUNNING, FINISHED, FAILED, ..."),
+        Column(
+            "tasks",
+            "DOUBLE",
+            "Tasks in the state at the minute's end (each series' last value, summed).",
+            pull="SUM(level)",
+        ),
+        Column(
+            "entered",
+            "DOUBLE",
+            "Tasks that entered the state in the minute: the rise since the group's previous minute (found up to "
+            "10 minutes back; a group seen for the first time entered with its whole level); for FINISHED and "
+            "FAILED a fall is a counter reset (a restarted raylet), so the whole level is new.",
+            derived=f"""CASE WHEN {_PREVIOUS} IS NULL THEN tasks
+                             WHEN tasks >= {_PREVIOUS} THEN tasks - {_PREVIOUS}
+                             WHEN state IN {TERMINAL_TASK_STATES} THEN tasks
+                             ELSE 0 END""",
+        ),
+    ),
+    window="group_minutes AS (PARTITION BY cluster_id, session_name, job_id, task_name, state ORDER BY minute)",
+)
+
+
+def _object_store_points(window: Window, dataset_columns: set[str]) -> str:
+    """Each ``ray_object_store_memory`` sample beside its node's used, available and spilled bytes that minute."""
+    samples = samples_in(window.start, window.end)
+    return f"""
+        SELECT o.*, n.node_used_bytes, n.node_available_bytes, n.node_spilled_bytes
+        FROM (SELECT {POINT_KEYS}, ray_node AS node, {label("ObjectState", dataset_columns)} AS object_state,
+                     {label("Location", dataset_columns)} AS location, data_point_value
+              FROM ray_points WHERE metric_name = 'ray_object_store_memory' AND {samples}) AS o
+        LEFT JOIN (
+              SELECT {POINT_KEYS}, ray_node AS node,
+                     {value_of("ray_object_store_used_memory")} AS node_used_bytes,
+                     {value_of("ray_object_store_available_memory")} AS node_available_bytes,
+                     MAX(CASE WHEN metric_name = 'ray_spill_manager_objects_bytes'
+                              AND {label("State", dataset_columns)} = 'Spilled' THEN data_point_value END)
+                         AS node_spilled_bytes
+              FROM ray_points
+              WHERE metric_name IN ('ray_object_store_used_memory', 'ray_object_store_available_memory',
+                                    'ray_spill_manager_objects_bytes') AND {samples}
+              GROUP BY 1, 2, 3, 4) AS n
+          ON o.minute = n.minute AND o.cluster_id = n.cluster_id AND o.session_name = n.session_name
+             AND o.node = n.node"""
+
+
+OBJECT_STORE_MINUTE = MinuteTable(
+    "object_store_minute",
+    "Object store bytes per node, object state and location, and minute, with the node's used and available "
+    "bytes and pressure.",
+    _object_store_points,
+    (
+        MINUTE,
+        CLUSTER,
+        SESSION,
+        NODE,
+        key("object_state", "`ObjectState` of `ray_object_store_memory`."),
+        key("location", "`Location` of `ray_object_store_memory` (IN_MEMORY, SPILLED, ...)."),
+        Column("bytes_avg", "DOUBLE", "Bytes, mean of the samples.", pull="AVG(data_point_value)"),
+        Column("bytes_max", "DOUBLE", "Bytes, highest sample.", pull="MAX(data_point_value)"),
+        Column("node_used_bytes", "DOUBLE", "The node's object store bytes used, mean.", pull="MAX(node_used_bytes)"),
+        Column(
+            "node_available_bytes",
+            "DOUBLE",
+            "The node's object store bytes available, mean.",
+            pull="MAX(node_available_bytes)",
+        ),
+        Column(
+            "node_pressure",
+            "DOUBLE",
+            "node_used_bytes / (node_used_bytes + node_available_bytes).",
+            derived="node_used_bytes / NULLIF(node_used_bytes + node_available_bytes, 0)",
+        ),
+        Column(
+            "node_spilled_bytes",
+            "DOUBLE",
+            "Bytes the node has spilled, highest sample.",
+            pull="MAX(node_spilled_bytes)",
+        ),
+    ),
+)
+
+
+def _job_levels(window: Window, dataset_columns: set[str]) -> str:
+    """The last value in each minute of every series Ray labels with a job."""
+    return f"""
+        SELECT {POINT_KEYS}, ray_job AS job_id, metric_name, {label("State", dataset_columns)} AS state,
+               {label("Name", dataset_columns)} AS name, ray_node,
+               LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
+        FROM ray_points
+        WHERE metric_name IN ('ray_job_duration_s', 'ray_actors', 'ray_tasks') AND ray_job <> ''
+          AND {samples_in(window.start, window.end)}
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+
+
+JOB_MINUTE = MinuteTable(
+    "job_minute",
+    "Per Ray job and minute: what Ray labels with a job.",
+    _job_levels,
+    (
+        MINUTE,
+        CLUSTER,
+        SESSION,
+        JOB,
+        Column(
+            "job_duration_s",
+            "DOUBLE",
+            "The job's duration so far (`ray_job_duration_s`).",
+            pull="MAX(CASE WHEN metric_name = 'ray_job_duration_s' THEN level END)",
+        ),
+        Column(
+            "actors_alive",
+            "DOUBLE",
+            "Live actors at the minute's end.",
+            pull="SUM(CASE WHEN metric_name = 'ray_actors' AND state LIKE 'ALIVE%' THEN level END)",
+        ),
+        Column(
+            "tasks_running",
+            "DOUBLE",
+            "Running tasks at the minute's end.",
+            pull="SUM(CASE WHEN metric_name = 'ray_tasks' AND state LIKE 'RUNNING%' THEN level END)",
+        ),
+    ),
+)
+
+MINUTE_TABLES = (NODE_MINUTE, TASK_STATE_MINUTE, OBJECT_STORE_MINUTE, JOB_MINUTE)
+
+
+# --- Summaries -----------------------------------------------------------------------
+
+_FIRST_SEEN = Column("first_seen", "TIMESTAMP", "First minute with data.")
+_LAST_SEEN = Column("last_seen", "TIMESTAMP", "Last minute with data.")
+_NODES = Column("nodes", "BIGINT", "Nodes that reported.")
+_CPU = (
+    Column("cpu_percent_avg", "DOUBLE", "CPU %, mean over nodes and minutes."),
+    Column("cpu_percent_p95", "DOUBLE", "CPU %, 95th percentile of the node minutes' means."),
+    Column("cpu_percent_max", "DOUBLE", "CPU %, highest sample."),
+    Column("peak_mem_pressure", "DOUBLE", "Highest memory used / total of a node."),
+)
+_TASK_COUNTS = (
+    Column("tasks_finished", "DOUBLE", "Tasks that finished (sum of `entered`)."),
+    Column("tasks_failed", "DOUBLE", "Tasks that failed (sum of `entered`)."),
+)
+_STORE = (
+    Column("peak_object_store_pressure", "DOUBLE", "Highest object store used / (used + available) of a node."),
+    Column("spilled_bytes", "DOUBLE", "Most bytes a node had spilled."),
+)
+_UPDATED_AT = Column("updated_at", "TIMESTAMP", "When this row was last rebuilt.")
+
+SESSION_SUMMARY = SummaryTable(
+    "session_summary",
+    "One row per Ray session.",
+    (
+        CLUSTER,
+        SESSION,
+        _FIRST_SEEN,
+        _LAST_SEEN,
+        Column("duration_minutes", "DOUBLE", "Minutes from the first to the last minute, both counted."),
+        _NODES,
+        *_CPU,
+        *_TASK_COUNTS,
+        Column("failure_rate", "DOUBLE", "tasks_failed / (tasks_finished + tasks_failed)."),
+        *_STORE,
+        _UPDATED_AT,
+    ),
+    """
+    INSERT INTO session_summary BY NAME
+    WITH nodes AS (
+        SELECT cluster_id, session_name, MIN(minute) AS first_seen, MAX(minute) AS last_seen,
+               COUNT(DISTINCT node) AS nodes, AVG(cpu_percent_avg) AS cpu_percent_avg,
+               QUANTILE_CONT(cpu_percent_avg, 0.95) AS cpu_percent_p95, MAX(cpu_percent_max) AS cpu_percent_max,
+               MAX(mem_pressure_max) AS peak_mem_pressure
+        FROM node_minute SEMI JOIN refreshed USING (cluster_id, session_name) GROUP BY 1, 2),
+    tasks AS (
+        SELECT cluster_id, session_name, SUM(entered) FILTER (WHERE state = 'FINISHED') AS finished,
+               SUM(entered) FILTER (WHERE state = 'FAILED') AS failed
+        FROM task_state_minute GROUP BY 1, 2),
+    store AS (
+        SELECT cluster_id, session_name, MAX(node_pressure) AS pressure, MAX(node_spilled_bytes) AS spilled
+        FROM object_store_minute GROUP BY 1, 2)
+    SELECT cluster_id, session_name, first_seen, last_seen,
+           (EPOCH(last_seen) - EPOCH(first_seen)) / 60 + 1 AS duration_minutes, nodes, cpu_percent_avg,
+           cpu_percent_p95, cpu_percent_max, peak_mem_pressure, COALESCE(finished, 0) AS tasks_finished,
+           COALESCE(failed, 0) AS tasks_failed,
+           COALESCE(failed, 0) / NULLIF(COALESCE(finished, 0) + COALESCE(failed, 0), 0) AS failure_rate,
+           pressure AS peak_object_store_pressure, spilled AS spilled_bytes, $now AS updated_at
+    FROM nodes LEFT JOIN tasks USING (cluster_id, session_name) LEFT JOIN store USING (cluster_id, session_name)""",
+)
+
+JOB_SUMMARY = SummaryTable(
+    "job_summary",
+    "One row per Ray job (what carries JobId), with its session's CPU, memory and object store while it ran.",
+    (
+        CLUSTER,
+        SESSION,
+        JOB,
+        _FIRST_SEEN,
+        _LAST_SEEN,
+        Column("duration_s", "DOUBLE", "The job's duration (`ray_job_duration_s`, highest)."),
+        _NODES,
+        *_CPU,
+        Column("peak_actors_alive", "DOUBLE", "Most live actors in a minute."),
+        Column("peak_tasks_running", "DOUBLE", "Most running tasks in a minute."),
+        *_TASK_COUNTS,
+        *_STORE,
+        _UPDATED_AT,
+    ),
+    """
+    INSERT INTO job_summary BY NAME
+    WITH jobs AS (
+        SELECT cluster_id, session_name, job_id, MIN(minute) AS first_seen, MAX(minute) AS last_seen,
+               MAX(job_duration_s) AS duration_s, MAX(actors_alive) AS peak_actors_alive,
+               MAX(tasks_running) AS peak_tasks_running
+        FROM job_minute SEMI JOIN refreshed USING (cluster_id, session_name) GROUP BY 1, 2, 3),
+    during AS (
+        SELECT j.cluster_id, j.session_name, j.job_id, COUNT(DISTINCT n.node) AS nodes,
+               AVG(n.cpu_percent_avg) AS cpu_percent_avg, QUANTILE_CONT(n.cpu_percent_avg, 0.95) AS cpu_percent_p95,
+               MAX(n.cpu_percent_max) AS cpu_percent_max, MAX(n.mem_pressure_max) AS peak_mem_pressure
+        FROM jobs j JOIN node_minute n ON n.cluster_id = j.cluster_id AND n.session_name = j.session_name
+             AND n.minute BETWEEN j.first_seen AND j.last_seen
+        GROUP BY 1, 2, 3),
+    store AS (
+        SELECT j.cluster_id, j.session_name, j.job_id, MAX(o.node_pressure) AS peak_object_store_pressure,
+               MAX(o.node_spilled_bytes) AS spilled_bytes
+        FROM jobs j JOIN object_store_minute o ON o.cluster_id = j.cluster_id AND o.session_name = j.session_name
+             AND o.minute BETWEEN j.first_seen AND j.last_seen
+        GROUP BY 1, 2, 3),
+    tasks AS (
+        SELECT cluster_id, session_name, job_id, SUM(entered) FILTER (WHERE state = 'FINISHED') AS finished,
+               SUM(entered) FILTER (WHERE state = 'FAILED') AS failed
+        FROM task_state_minute WHERE job_id <> '' GROUP BY 1, 2, 3)
+    SELECT cluster_id, session_name, job_id, first_seen, last_seen, duration_s, nodes, cpu_percent_avg,
+           cpu_percent_p95, cpu_percent_max, peak_mem_pressure, peak_actors_alive, peak_tasks_running,
+           COALESCE(finished, 0) AS tasks_finished, COALESCE(failed, 0) AS tasks_failed,
+           peak_object_store_pressure, spilled_bytes, $now AS updated_at
+    FROM jobs LEFT JOIN during USING (cluster_id, session_name, job_id)
+         LEFT JOIN store USING (cluster_id, session_name, job_id)
+         LEFT JOIN tasks USING (cluster_id, session_name, job_id)""",
+)
+
+SUMMARY_TABLES = (SESSION_SUMMARY, JOB_SUMMARY)
+ALL_TABLES: tuple[Table, ...] = MINUTE_TABLES + SUMMARY_TABLES
+
+
+COLUMN_HEADERS = ("column", "type", "meaning")
+
+
+def reference() -> str:
+    """docs/rollup-tables.md: every table and column, written from these declarations."""
+    lines = [
+        "# Rollup tables",
+        "",
+        "Written by `python tools/write_rollup_docs.py` from `raymetrics_pipeline/rollups/tables.py`;",
+        "a test fails when this page and the declarations disagree. Keys are marked **key**.",
+    ]
+    for table in ALL_TABLES:
+        kind = "minute table" if isinstance(table, MinuteTable) else "summary, kept after its minutes expire"
+        rows = [(f"`{c.name}`" + (" **key**" if c.key else ""), c.type, c.description) for c in table.columns]
+        lines += ["", f"## `{table.name}` ({kind})", "", table.description, "", markdown.table(COLUMN_HEADERS, rows)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,89 @@
+"""Prometheus text → the OTLP data model: names, labels, kinds, buckets and quantiles as users' SQL needs them."""
+
+import pytest
+
+from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
+
+RESOURCE = LabelSet(("cluster_id", "env"), ("prod-a", "prod"))
+
+
+def convert(text: str, time_ns: int = 1_700_000_000_000_000_000) -> otlp.Conversion:
+    return otlp.to_metrics(parse(text), time_ns)
+
+
+def test_labels_are_attributes_verbatim_with_empty_values_kept():
+    conversion = convert('ray_tasks{JobId="",NodeAddress="10.0.0.1",State="FAILED",Version="2.60.0"} 3\n')
+    (metric,) = conversion.metrics
+    assert metric.kind == "gauge"
+    assert tuple(metric.points[0].attributes) == (
+        ("JobId", ""),
+        ("NodeAddress", "10.0.0.1"),
+        ("State", "FAILED"),
+        ("Version", "2.60.0"),
+    )
+
+
+def test_counters_become_monotonic_cumulative_sums_named_as_exposed():
+    conversion = convert("# TYPE ray_calls counter\nray_calls_total 5\n# TYPE up_time untyped\nup_time 3\n")
+    kinds = {m.name: m.kind for m in conversion.metrics}
+    assert kinds == {"ray_calls_total": "sum", "up_time": "gauge"}
+
+
+def test_histogram_buckets_are_per_bucket_not_cumulative():
+    text = """# HELP lat Latency.
+# TYPE lat histogram
+lat_bucket{route="/a",le="0.1"} 2
+lat_bucket{route="/a",le="1"} 5
+lat_bucket{route="/a",le="+Inf"} 6
+lat_count{route="/a"} 6
+lat_sum{route="/a"} 4.2
+lat_bucket{route="/b",le="1"} 0
+lat_bucket{route="/b",le="+Inf"} 1
+lat_sum{route="/b"} NaN
+"""
+    conversion = convert(text)
+    (metric,) = conversion.metrics
+    first, second = metric.points
+    assert tuple(first.attributes) == (("route", "/a"),)
+    assert (first.explicit_bounds, first.bucket_counts, first.count, first.sum) == ([0.1, 1.0], [2, 3, 1], 6, 4.2)
+    assert (second.bucket_counts, second.count, second.sum) == ([0, 1], 1, None)
+    assert conversion.non_finite_values == 1 and metric.description == "Latency."
+
+
+def test_summaries_keep_their_quantiles_and_drop_what_json_cannot_carry():
+    text = """# TYPE rpc summary
+rpc{method="a",quantile="0.5"} 0.2
+rpc{method="a",quantile="0.99"} NaN
+rpc_sum{method="a"} 4
+rpc_count{method="a"} 10
+"""
+    conversion = convert(text)
+    (point,) = conversion.metrics[0].points
+    assert (point.quantiles, point.sum, point.count) == ([(0.5, 0.2)], 4.0, 10)
+    assert conversion.non_finite_values == 1
+
+
+def test_broken_histograms_are_reported_not_shipped():
+    text = """# TYPE h histogram
+h_bucket{le="1"} 5
+h_bucket{le="2"} 3
+h_count 5
+# TYPE g histogram
+g_sum 1
+"""
+    conversion = convert(text)
+    assert conversion.metrics == []
+    assert [e.line_no for e in conversion.errors] == [2, 6]
+
+
+def test_exposition_timestamps_override_the_scrape_time():
+    conversion = convert("m 1 1700000000123\nn 2\n", time_ns=99)
+    assert [m.points[0].time_unix_nano for m in conversion.metrics] == [1700000000123000000, 99]
+
+
+def test_resource_attributes_setting():
+    assert otlp.parse_resource_attributes(" cluster_id=prod-a, env=prod ,") == RESOURCE
+    assert otlp.parse_resource_attributes("") == NO_LABELS
+    with pytest.raises(ValueError, match="RAYMETRICS_RESOURCE_ATTRIBUTES"):
+        otlp.parse_resource_attributes("cluster_id")

@@ -1,0 +1,103 @@
+"""Scrape cycles into the Parseable sink end to end: real exporters, real HTTP, the double, a real spool."""
+
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from raymetrics_pipeline.ingest.cycle import run_cycle
+from raymetrics_pipeline.ingest.prometheus import LabelSet, parse
+from raymetrics_pipeline.parseable.backend import ParseableBackend
+from raymetrics_pipeline.parseable.encode import JSON
+from raymetrics_pipeline.parseable.spool import Spool
+from raymetrics_pipeline_tests.exporters import Exporter
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble
+from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
+
+FIXTURES = scrape_fixtures(include_shared=False)
+TEXT = max(FIXTURES, key=lambda f: f.path.stat().st_size).text()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cycle(url: str, spool_dir: Path, targets: list[str], **options):
+    backend = ParseableBackend(url, "admin", "admin", "raymetrics", spool_dir)
+    with backend.sink() as sink:
+        return run_cycle(targets, sink, **options)
+
+
+def test_a_cycle_ships_every_target_and_reports_each(tmp_path, parseable):
+    broken = "ok_metric 1\nbroken{ 2\n"
+    with Exporter(TEXT) as ray, Exporter(broken) as odd, Exporter(status=503) as down:
+        result = cycle(
+            parseable.url,
+            tmp_path,
+            [ray.target, odd.target, down.target],
+            resource_attributes=LabelSet(("cluster_id",), ("c1",)),
+        )
+    rows = parseable.rows("raymetrics")
+    by_target = {t.target: t for t in result.targets}
+    assert by_target[ray.target].samples == parse(TEXT).sample_count
+    assert by_target[odd.target].parse_errors == 1 and "line 2" in by_target[odd.target].first_parse_errors[0]
+    assert by_target[down.target].error == "HTTP 503"
+    assert result.targets_up == 2
+    assert len(rows) == result.totals()["data_points"] == by_target[ray.target].data_points + 1
+    assert {row["cluster_id"] for row in rows} == {"c1"}
+    delivery = result.delivery
+    assert delivery.bodies_sent == 1 and delivery.http_statuses == [200] and delivery.bodies_spooled == 0
+    assert delivery.delivered and delivery.failure is None
+    assert delivery.bytes_compressed < delivery.bytes_raw
+
+
+def test_nothing_is_lost_while_parseable_is_down(tmp_path):
+    port = free_port()
+    with Exporter(TEXT) as ray:
+        outage = [
+            cycle(f"http://127.0.0.1:{port}", tmp_path, [ray.target], budget_seconds=1.0).delivery for _ in range(2)
+        ]
+        assert [d.bodies_spooled for d in outage] == [1, 1] and outage[-1].spool_pending == 2
+        assert all("cannot reach Parseable" in d.errors[0] for d in outage)
+        assert "kept in the spool" in outage[-1].failure and not outage[-1].delivered
+
+        with ParseableDouble(port=port) as parseable:
+            recovery = cycle(parseable.url, tmp_path, [ray.target])
+            rows = parseable.rows("raymetrics")
+    delivered = recovery.delivery
+    assert delivered.bodies_sent == 1 and delivered.spooled_bodies_delivered == 2 and delivered.spool_pending == 0
+    assert len(rows) == 3 * recovery.totals()["data_points"]
+    assert len({row["time_unix_nano"] for row in rows}) == 3, "each scrape keeps its own sample time"
+
+
+def test_a_body_parseable_can_never_take_is_set_aside(tmp_path, parseable):
+    with Exporter("m 1\n") as ray:
+        parseable.fail_next(400, body="Could not deserialize into JSON object")
+        delivery = cycle(parseable.url, tmp_path, [ray.target]).delivery
+    assert delivery.bodies_rejected == 1 and delivery.spool_pending == 0
+    assert len(list((tmp_path / "rejected").iterdir())) == 1
+    assert "400" in delivery.errors[0] and "1 refused for good" in delivery.failure
+
+
+def test_the_spool_is_bounded_oldest_first(tmp_path):
+    spool = Spool(tmp_path, max_bytes=2_000)
+    bodies = [bytes([i]) * 5_000 + str(i).encode() * 1000 for i in range(4)]
+    dropped = [spool.put(body, JSON) for body in bodies]
+    remaining = spool.pending()
+    assert sum(dropped) == len(bodies) - len(remaining) and remaining
+    assert remaining[-1].read() == bodies[-1]
+
+
+def test_upkeep_clears_what_a_killed_run_left_half_written(tmp_path):
+    backend = ParseableBackend("http://127.0.0.1:9", "admin", "admin", "raymetrics", tmp_path)
+    backend.spool.put(b"{}", JSON)
+    stale, fresh = tmp_path / ".00001.json.gz.tmp", tmp_path / ".00002.json.gz.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"half")
+    old = stale.stat().st_mtime - 3600
+    os.utime(stale, (old, old))
+    upkeep = backend.maintain(datetime.now(UTC))
+    assert upkeep.stale_temporaries_removed == 1 and upkeep.spool_pending == 1
+    assert not stale.exists() and fresh.exists()
