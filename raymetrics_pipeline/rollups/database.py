@@ -133,9 +133,7 @@ def replace_window(
         for name in staged:
             connection.unregister(f"staged_{name}")
     in_window = "WHERE minute >= $start AND minute < $end"
-    counts = {
-        t.name: _sql(connection, f"SELECT COUNT(*) FROM {t.name} {in_window}", bounds)[0][0] for t in MINUTE_TABLES
-    }
+    counts = {t.name: _count(connection, f"{t.name} {in_window}", bounds) for t in MINUTE_TABLES}
     ((sessions, first, last),) = _sql(
         connection,
         f"SELECT LIST(DISTINCT session_name ORDER BY session_name), MIN(minute), MAX(minute) "
@@ -174,7 +172,7 @@ def refresh_summaries(connection: duckdb.DuckDBPyConnection, now: datetime) -> S
     except BaseException:
         _sql(connection, "ROLLBACK")
         raise
-    rows = {table.name: _sql(connection, f"SELECT COUNT(*) FROM {table.name}")[0][0] for table in SUMMARY_TABLES}
+    rows = {table.name: _count(connection, table.name) for table in SUMMARY_TABLES}
     ((sessions, first, last),) = _sql(
         connection,
         "SELECT LIST(session_name ORDER BY session_name), MIN(first_seen), MAX(last_seen) FROM session_summary",
