@@ -20,14 +20,12 @@ _TARGET_COLUMNS = ("target", "HTTP", "samples", "data points", "bytes", "seconds
 
 
 def _per_target(cycle: CycleResult) -> str:
-    return markdown.table(
-        _TARGET_COLUMNS,
-        (
-            (t.target, t.status, t.samples, t.data_points, t.scraped_bytes, t.seconds, t.parse_errors,
-             t.error or "; ".join(t.first_parse_errors))
-            for t in cycle.targets
-        ),
-    )  # fmt: skip
+    rows = [
+        [t.target, t.status, t.samples, t.data_points, t.scraped_bytes, t.seconds, t.parse_errors]
+        + [t.error or "; ".join(t.first_parse_errors)]
+        for t in cycle.targets
+    ]
+    return markdown.table(_TARGET_COLUMNS, rows)
 
 
 def cycle_metadata(cycle: CycleResult, discovered_from: str, destination: str) -> dict:

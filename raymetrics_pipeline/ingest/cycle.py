@@ -73,7 +73,7 @@ class CycleResult:
 
     def totals(self) -> dict[str, int]:
         """Every count of the targets' outcomes (samples, data points, parse errors, ...) summed over targets."""
-        counts = [f.name for f in fields(TargetOutcome) if f.type == "int"]
+        counts = [f.name for f in fields(TargetOutcome) if f.type == "int"]  # annotations are strings here
         return {name: sum(getattr(target, name) for target in self.targets) for name in counts}
 
 
