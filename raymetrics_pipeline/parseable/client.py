@@ -82,7 +82,7 @@ class IngestClient:
         """Send ``body`` until it is not worth retrying in this run; counts into ``outcome``."""
         payload, headers = compress(body, self.compression)
         headers.update(
-            {"Content-Type": content_type, "X-P-Stream": self.connection.stream, "X-P-Log-Source": LOG_SOURCE}
+            {"Content-Type": content_type, "X-P-Stream": self.connection.settings.stream, "X-P-Log-Source": LOG_SOURCE}
         )
         backoff = FIRST_BACKOFF_SECONDS
         while True:
@@ -92,12 +92,17 @@ class IngestClient:
                 return Decision(Verdict.KEEP)
             outcome.attempts += 1
             try:
-                response = self.connection.http.post(
-                    f"{self.connection.url}/v1/metrics", content=payload, headers=headers, timeout=min(remaining, 30.0)
+                response = self.connection.post(
+                    f"{self.connection.settings.url}/v1/metrics",
+                    content=payload,
+                    headers=headers,
+                    timeout=min(remaining, 30.0),
                 )
             except httpx.TransportError as error:
                 decision = decide(None)
-                outcome.error = f"cannot reach Parseable at {self.connection.url}: {type(error).__name__}: {error}"
+                outcome.error = (
+                    f"cannot reach Parseable at {self.connection.settings.url}: {type(error).__name__}: {error}"
+                )
             else:
                 outcome.requests += 1
                 outcome.bytes_sent += len(payload)
@@ -105,7 +110,10 @@ class IngestClient:
                 decision = decide(response.status_code, response.headers.get("retry-after"))
                 if decision.verdict is not Verdict.SENT:
                     outcome.error = explain(
-                        response.status_code, _server_message(response), self.connection.url, self.connection.stream
+                        response.status_code,
+                        _server_message(response),
+                        self.connection.settings.url,
+                        self.connection.settings.stream,
                     )
             if decision.verdict is not Verdict.RETRY:
                 return decision

@@ -49,22 +49,13 @@ class ParseableSettings:
         return ParseableConnection(self, timeout_seconds, transport)
 
 
-class ParseableConnection:
+class ParseableConnection(httpx.Client):
     """An HTTP client for one dataset: basic auth and our User-Agent on every request. Close it when done."""
 
     def __init__(
         self, settings: ParseableSettings, timeout_seconds: float, transport: httpx.BaseTransport | None = None
     ) -> None:
-        self.url, self.stream, self.location = settings.url, settings.stream, settings.location
-        self.http = httpx.Client(
+        super().__init__(
             auth=settings.auth, timeout=timeout_seconds, transport=transport, headers={"User-Agent": USER_AGENT}
         )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> ParseableConnection:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        self.settings = settings  # not ``stream``: that is httpx.Client's streaming method

@@ -25,7 +25,7 @@ class ParseableSql:
 
     def __init__(self, connection: ParseableConnection) -> None:
         self.connection = connection
-        self.stream, self.location = connection.stream, connection.location
+        self.stream, self.location = connection.settings.stream, connection.settings.location
 
     def close(self) -> None:
         self.connection.close()
@@ -44,9 +44,9 @@ class ParseableSql:
         return self._request("POST", "/api/v1/query", sql, json=body).json()
 
     def _request(self, method: str, path: str, what: str, **kwargs) -> httpx.Response:
-        url = self.connection.url
+        url = self.connection.settings.url
         try:
-            response = self.connection.http.request(method, url + path, **kwargs)
+            response = self.connection.request(method, url + path, **kwargs)
         except httpx.HTTPError as error:
             raise QueryError(
                 f"Parseable at {url} did not answer ({type(error).__name__}: {error})\nSQL: {what}"
