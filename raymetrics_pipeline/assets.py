@@ -35,7 +35,7 @@ ray_metrics_endpoints = dg.AssetSpec(
 )
 
 
-def raymetrics_at(location: str) -> dg.AssetSpec:
+def raymetrics_in(backend: MetricsBackendResource) -> dg.AssetSpec:
     """The ``raymetrics`` dataset, showing where its rows are: a Parseable URL or a local folder."""
     return dg.AssetSpec(
         RAYMETRICS_ASSET_KEY,
@@ -46,9 +46,9 @@ def raymetrics_at(location: str) -> dg.AssetSpec:
             "data point, columns named after Ray's label keys."
         ),
         group_name="ingest",
-        kinds={"parseable", "opentelemetry"},
+        kinds=backend.kinds,
         owners=OWNERS,
-        metadata={"location": location},
+        metadata={"location": backend.location},
     )
 
 

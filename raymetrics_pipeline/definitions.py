@@ -6,7 +6,7 @@ from raymetrics_pipeline.assets import (
     minute_rollups,
     ray_metrics_endpoints,
     ray_run_comparison,
-    raymetrics_at,
+    raymetrics_in,
     summaries,
 )
 from raymetrics_pipeline.checks import (
@@ -22,8 +22,8 @@ from raymetrics_pipeline.schedules import (
     maintain_storage_schedule,
     prune_scrape_runs_schedule,
     refresh_reports,
+    refresh_reports_schedule,
     refresh_rollups,
-    reports_schedule,
     rollups_schedule,
 )
 from raymetrics_pipeline.sensors import ray_metrics_sensor
@@ -33,7 +33,7 @@ resources = resources_from_env()
 defs = dg.Definitions(
     assets=[
         ray_metrics_endpoints,
-        raymetrics_at(resources["backend"].location),
+        raymetrics_in(resources["backend"]),
         minute_rollups,
         summaries,
         ray_run_comparison,
@@ -46,7 +46,7 @@ defs = dg.Definitions(
         maintain_storage_schedule,
         expire_rollups_schedule,
         rollups_schedule,
-        reports_schedule,
+        refresh_reports_schedule,
     ],
     resources=resources,
 )

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import duckdb
@@ -54,6 +55,7 @@ class MetricsBackendResource(dg.ConfigurableResource, ABC):
 
     data_dir: str
     stream: str = "raymetrics"
+    kinds: ClassVar[set[str]]  # how the UI labels the dataset's asset
 
     @abstractmethod
     def backend(self) -> Backend:
@@ -92,6 +94,7 @@ class MetricsBackendResource(dg.ConfigurableResource, ABC):
 class ParseableResource(MetricsBackendResource):
     """A Parseable server's OTLP endpoint and SQL API; undelivered requests wait in ``data_dir/spool``."""
 
+    kinds: ClassVar[set[str]] = {"parseable", "opentelemetry"}
     url: str
     username: str | None = None
     password: str | None = None
@@ -116,6 +119,7 @@ class ParseableResource(MetricsBackendResource):
 class LocalStoreResource(MetricsBackendResource):
     """The embedded default: Parquet files under ``data_dir/store``, kept ``retention_days``."""
 
+    kinds: ClassVar[set[str]] = {"parquet", "opentelemetry"}
     retention_days: float = 7.0
 
     def backend(self) -> LocalStoreBackend:

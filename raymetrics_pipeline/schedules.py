@@ -71,7 +71,7 @@ def rollups_schedule(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"{key}@{now:%Y%m%d%H%M}", partition_key=key)
 
 
-reports_schedule = dg.ScheduleDefinition(
+refresh_reports_schedule = dg.ScheduleDefinition(
     job=refresh_reports,
     cron_schedule="2-59/5 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, raymetrics_at
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, raymetrics_in
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
@@ -43,7 +43,7 @@ def run_checks(tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
     """Run ``checks`` as the reports job does, with nothing else selected."""
     job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
     defs = dg.Definitions(
-        assets=[raymetrics_at("test"), minute_rollups],
+        assets=[raymetrics_in(local_backend(tmp_path)), minute_rollups],
         asset_checks=list(checks),
         jobs=[job],
         resources=resources(tmp_path),

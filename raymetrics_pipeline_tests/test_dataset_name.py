@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, raymetrics_at, summaries
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, raymetrics_in, summaries
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
         }
         for name, backend in backends.items():
             defs = dg.Definitions(
-                assets=[raymetrics_at(backend.location), minute_rollups, summaries, ray_run_comparison],
+                assets=[raymetrics_in(backend), minute_rollups, summaries, ray_run_comparison],
                 asset_checks=CHECKS,
                 jobs=[refresh_rollups, refresh_reports],
                 resources={"backend": backend, **rollup_resources(data_dir, f"{name.replace(' ', '_')}.duckdb")},

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from raymetrics_pipeline.assets import raymetrics_in
 from raymetrics_pipeline.dataset.query import QueryError
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.resources import (
@@ -16,6 +17,7 @@ from raymetrics_pipeline.resources import (
     metrics_query_from_env,
     resources_from_env,
 )
+from raymetrics_pipeline.rollups.tables import NODE_MINUTE
 from raymetrics_pipeline_tests.backends import local_backend
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -161,6 +163,17 @@ def test_every_asset_says_what_it_is_who_owns_it_and_where_it_sits():
         assert spec.description and spec.kinds and spec.owners, name
         assert spec.group_name in ("ingest", "rollups", "reports"), name
     assert specs["node_minute"].deps[0].asset_key.to_user_string() == "raymetrics", "lineage: raymetrics → rollups"
+    columns = specs["node_minute"].metadata["dagster/column_schema"].columns
+    assert [(c.name, c.type) for c in columns] == [(c.name, c.type) for c in NODE_MINUTE.columns]
+
+
+def test_the_dataset_asset_says_which_backend_holds_it_and_where(tmp_path):
+    local = raymetrics_in(LocalStoreResource(data_dir=str(tmp_path)))
+    remote = raymetrics_in(ParseableResource(url="http://p:8000", username="u", password="x", data_dir=str(tmp_path)))
+    assert "parquet" in local.kinds and "parseable" not in local.kinds
+    assert "parseable" in remote.kinds and "parquet" not in remote.kinds
+    assert local.metadata["location"] == f"local store {tmp_path}/store/raymetrics"
+    assert remote.metadata["location"] == "http://p:8000 (dataset raymetrics)"
 
 
 def test_the_rollup_runs_check_columns_only_and_the_report_runs_check_the_rest():
