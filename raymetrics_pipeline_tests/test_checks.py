@@ -23,7 +23,7 @@ from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
 from raymetrics_pipeline.localstore.rows import rows_table
 from raymetrics_pipeline.localstore.store import LocalStore
-from raymetrics_pipeline.rollups.database import delete_minutes_before, ensure_schema, refresh_summaries
+from raymetrics_pipeline.rollups.database import ensure_schema
 from raymetrics_pipeline_tests.backends import local_backend, rollup_resources
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -39,7 +39,7 @@ def write_sample(tmp_path, sampled: datetime, text: str = TEXT) -> None:
     LocalStore(tmp_path / "store").write(rows_table(scrapes, sampled), sampled)
 
 
-def run_checks(tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(instance, tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
     """Run ``checks`` as the reports job does, with nothing else selected."""
     job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
     defs = dg.Definitions(
@@ -48,15 +48,14 @@ def run_checks(tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
         jobs=[job],
         resources=resources(tmp_path),
     )
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("checks_only").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def("checks_only").execute_in_process(instance=instance, raise_on_error=False)
     return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
 
 
 @pytest.mark.parametrize(("age_seconds", "passed"), [(30, True), (600, False)])
-def test_ingestion_freshness_measures_the_newest_sample(tmp_path, age_seconds, passed):
+def test_ingestion_freshness_measures_the_newest_sample(instance, tmp_path, age_seconds, passed):
     write_sample(tmp_path, datetime.now(UTC) - timedelta(seconds=age_seconds))
-    evaluation = run_checks(tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
+    evaluation = run_checks(instance, tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
     assert evaluation.passed is passed
     assert evaluation.metadata["lag_seconds"].value == pytest.approx(age_seconds, abs=20)
 
@@ -72,21 +71,21 @@ def fill_node_minutes(tmp_path, minutes: list[datetime], pressure: float = 0.5) 
             )
 
 
-def test_rollup_gaps_warn_and_name_the_missing_minutes(tmp_path):
+def test_rollup_gaps_warn_and_name_the_missing_minutes(instance, tmp_path):
     fill_node_minutes(tmp_path, [NOW - timedelta(minutes=m) for m in (1, 2, 5, 6)])
-    evaluation = run_checks(tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
+    evaluation = run_checks(instance, tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     (gap,) = evaluation.metadata["missing_minutes"].value
     assert gap.startswith("prod-a / s1 / 10.0.0.1:") and gap.endswith("(2 min)")
 
 
-def test_stale_rollups_fail(tmp_path):
+def test_stale_rollups_fail(instance, tmp_path):
     fill_node_minutes(tmp_path, [NOW - timedelta(hours=2)])
-    evaluation = run_checks(tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
+    evaluation = run_checks(instance, tmp_path, node_minute_is_fresh_and_complete)["node_minute_is_fresh_and_complete"]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
 
 
-def test_pressure_warns_naming_cluster_session_node_and_minute(tmp_path):
+def test_pressure_warns_naming_cluster_session_node_and_minute(instance, tmp_path):
     fill_node_minutes(tmp_path, [NOW - timedelta(minutes=3)], pressure=0.95)
     with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
         connection.execute(
@@ -94,7 +93,7 @@ def test_pressure_warns_naming_cluster_session_node_and_minute(tmp_path):
             "node_pressure) VALUES (?, 'prod-a', 's1', '10.0.0.1', '', 'IN_MEMORY', 0.85)",
             [(NOW - timedelta(minutes=4)).replace(tzinfo=None)],
         )
-    evaluations = run_checks(tmp_path, node_memory_pressure, object_store_pressure)
+    evaluations = run_checks(instance, tmp_path, node_memory_pressure, object_store_pressure)
     memory, store = evaluations["node_memory_pressure"], evaluations["object_store_pressure"]
     assert not memory.passed and memory.metadata["where"].value == [
         f"prod-a / s1 / 10.0.0.1 at {NOW - timedelta(minutes=3):%Y-%m-%d %H:%M}: 95%"
@@ -103,7 +102,7 @@ def test_pressure_warns_naming_cluster_session_node_and_minute(tmp_path):
     assert "85%" in store.metadata["where"].value[0]
 
 
-def test_missing_columns_fail_the_schema_check_before_anything_is_written(tmp_path):
+def test_missing_columns_fail_the_schema_check_before_anything_is_written(instance, tmp_path):
     sampled = NOW - timedelta(minutes=5)
     LocalStore(tmp_path / "store").write(
         pa.table(
@@ -111,11 +110,10 @@ def test_missing_columns_fail_the_schema_check_before_anything_is_written(tmp_pa
         ),
         sampled,
     )
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
-            resources=resources(tmp_path), instance=instance, raise_on_error=False,
-        )  # fmt: skip
+    result = dg.materialize(
+        [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
+        resources=resources(tmp_path), instance=instance, raise_on_error=False,
+    )  # fmt: skip
     (evaluation,) = result.get_asset_check_evaluations()
     assert not result.success and not evaluation.passed
     assert evaluation.metadata["missing_columns"].value == ["data_point_value", "time_unix_nano"]
@@ -141,7 +139,7 @@ def lock_warnings(instance) -> list[str]:
     ]
 
 
-def test_a_run_that_meets_a_lock_waits_and_says_who_holds_it(tmp_path):
+def test_a_run_that_meets_a_lock_waits_and_says_who_holds_it(instance, tmp_path):
     """Another process holds the file until the run has said it waits for it; then the run goes on."""
     sampled = NOW - timedelta(minutes=2)
     write_sample(tmp_path, sampled)
@@ -152,47 +150,34 @@ def test_a_run_that_meets_a_lock_waits_and_says_who_holds_it(tmp_path):
         text=True,
     )
     assert holder.stdout.readline().strip() == "holding"
-    with dg.instance_for_test() as instance:
 
-        def release_once_the_run_waits() -> None:
-            while not lock_warnings(instance) and holder.poll() is None:
-                time.sleep(0.1)
-            release.touch()
+    def release_once_the_run_waits() -> None:
+        while not lock_warnings(instance) and holder.poll() is None:
+            time.sleep(0.1)
+        release.touch()
 
-        watcher = threading.Thread(target=release_once_the_run_waits)
-        watcher.start()
-        result = dg.materialize(
-            [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
-            resources=resources(tmp_path), instance=instance,
-        )  # fmt: skip
-        watcher.join()
-        warnings = lock_warnings(instance)
+    watcher = threading.Thread(target=release_once_the_run_waits)
+    watcher.start()
+    result = dg.materialize(
+        [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),
+        resources=resources(tmp_path), instance=instance,
+    )  # fmt: skip
+    watcher.join()
+    warnings = lock_warnings(instance)
     holder.wait()
     assert result.success and warnings and holder.returncode == 0
     assert f"(PID {holder.pid})" in warnings[0]
 
 
-def test_old_rollups_expire_and_summaries_stay(tmp_path):
-    old, recent = NOW - timedelta(days=500), NOW - timedelta(minutes=2)
-    fill_node_minutes(tmp_path, [old, recent])
-    with duckdb.connect(str(tmp_path / "rollups.duckdb")) as connection:
-        refresh_summaries(connection, NOW)
-        assert delete_minutes_before(connection, NOW - timedelta(days=400)) == 1
-        remaining = connection.execute("SELECT COUNT(*) FROM node_minute").fetchall()
-        summary = connection.execute("SELECT first_seen FROM session_summary").fetchall()
-    assert remaining == [(1,)] and summary == [(old.replace(tzinfo=None),)]
-
-
-def test_a_backfill_of_several_hours_runs_as_one_run(tmp_path):
+def test_a_backfill_of_several_hours_runs_as_one_run(instance, tmp_path):
     hours = [NOW.replace(minute=30) - timedelta(hours=h) for h in (3, 2)]
     for sampled in hours:
         write_sample(tmp_path, sampled)
     keys = [HOURLY.get_partition_key_for_timestamp(moment.timestamp()) for moment in hours]
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [minute_rollups], resources=resources(tmp_path), instance=instance,
-            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
-        )  # fmt: skip
+    result = dg.materialize(
+        [minute_rollups], resources=resources(tmp_path), instance=instance,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]},
+    )  # fmt: skip
     node_minute = [
         m for m in result.asset_materializations_for_node("minute_rollups") if m.asset_key.path == ["node_minute"]
     ]

@@ -1,0 +1,51 @@
+"""The rollups in DuckDB: retention keeps what it must, summaries outlive their minutes, writes replace a window."""
+
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+
+from raymetrics_pipeline.rollups.database import delete_minutes_before, ensure_schema, refresh_summaries, replace_window
+from raymetrics_pipeline.rollups.tables import MINUTE_TABLES, Window
+
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def node_minute(minute: datetime, cpu: float = 50.0) -> dict:
+    return {"minute": minute.strftime("%Y-%m-%dT%H:%M:%S"), "cluster_id": "", "session_name": "s1", "node": "n1",
+            "cpu_percent_avg": cpu, "mem_used_avg": 2.0, "mem_used_max": 3.0, "mem_total": 4.0}  # fmt: skip
+
+
+def test_old_rollups_expire_and_summaries_stay(tmp_path):
+    old, recent = NOW - timedelta(days=500), NOW - timedelta(minutes=2)
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as connection:
+        ensure_schema(connection)
+        for minute in (old, recent):
+            connection.execute(
+                "INSERT INTO node_minute (minute, cluster_id, session_name, node) VALUES (?, '', 's1', 'n1')",
+                [minute.replace(tzinfo=None)],
+            )
+        refresh_summaries(connection, NOW)
+        assert delete_minutes_before(connection, NOW - timedelta(days=400)) == 1
+        remaining = connection.execute("SELECT COUNT(*) FROM node_minute").fetchall()
+        summary = connection.execute("SELECT first_seen FROM session_summary").fetchall()
+    assert remaining == [(1,)] and summary == [(old.replace(tzinfo=None),)]
+
+
+def test_a_window_is_replaced_whole_and_derived_columns_computed_on_write(tmp_path):
+    window = Window(NOW, NOW + timedelta(hours=1))
+    pulled = {table.name: [] for table in MINUTE_TABLES}
+    pulled["node_minute"] = [
+        node_minute(NOW),
+        node_minute(NOW + timedelta(minutes=1)),
+        node_minute(NOW - timedelta(minutes=1)),
+    ]
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as connection:
+        first = replace_window(connection, window, pulled)
+        pulled["node_minute"] = [node_minute(NOW, cpu=70.0)]
+        again = replace_window(connection, window, pulled)
+        rows = connection.execute(
+            "SELECT minute, cpu_percent_avg, mem_pressure_avg, mem_pressure_max FROM node_minute"
+        ).fetchall()
+    assert first.rows["node_minute"] == 2, "the minute before the window is not written"
+    assert again.rows["node_minute"] == 1 and again.sessions == ["s1"]
+    assert rows == [(NOW.replace(tzinfo=None), 70.0, 0.5, 0.75)]
