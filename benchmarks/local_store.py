@@ -32,7 +32,7 @@ from raymetrics_pipeline.localstore.sql import LocalSql  # noqa: E402
 from raymetrics_pipeline.localstore.store import LocalStore  # noqa: E402
 from raymetrics_pipeline.parseable.connection import ParseableSettings  # noqa: E402
 from raymetrics_pipeline.parseable.sql import ParseableSql  # noqa: E402
-from raymetrics_pipeline.rollups.database import replace_window  # noqa: E402
+from raymetrics_pipeline.rollups.database import ensure_schema, replace_window  # noqa: E402
 from raymetrics_pipeline.rollups.pull import pull  # noqa: E402
 from raymetrics_pipeline.rollups.tables import Window  # noqa: E402
 from raymetrics_pipeline_tests.backends import ship  # noqa: E402
@@ -69,6 +69,7 @@ def rollup_seconds(query: MetricsQuery, window: Window, now: datetime, folder: s
     """One partition of ``minute_rollups``: pull through the query layer and replace it in DuckDB."""
     began = time.perf_counter()
     with duckdb.connect(str(Path(folder) / "rollups.duckdb")) as connection:
+        ensure_schema(connection)
         written = replace_window(connection, window, pull(query, window, now))
     return time.perf_counter() - began, sum(written.rows.values())
 

@@ -30,7 +30,7 @@ from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.connection import parseable_location
-from raymetrics_pipeline.rollups.database import RollupsLocked, wait_until_unlocked
+from raymetrics_pipeline.rollups.database import RollupsLocked, ensure_schema, wait_until_unlocked
 
 
 class RayMetricsSource(dg.ConfigurableResource):
@@ -130,8 +130,9 @@ class LocalStoreResource(MetricsBackendResource):
 
 
 class RollupsDatabase(DuckDBResource):
-    """``rollups.duckdb`` through dagster-duckdb. DuckDB lets one process write at a time: a writer waits
-    (saying who holds the file) while another has it, up to ``lock_wait_seconds``."""
+    """``rollups.duckdb`` through dagster-duckdb, its tables made or grown to their declarations on every
+    connection. DuckDB lets one process write at a time: a writer waits (saying who holds the file) while
+    another has it, up to ``lock_wait_seconds``."""
 
     lock_wait_seconds: float = 300.0
 
@@ -142,6 +143,7 @@ class RollupsDatabase(DuckDBResource):
         except RollupsLocked as error:
             raise dg.Failure(description=str(error)) from None
         with self.get_connection() as connection:
+            ensure_schema(connection)
             yield connection
 
 

@@ -186,3 +186,13 @@ def test_a_backfill_of_several_hours_runs_as_one_run(instance, tmp_path):
     with duckdb.connect(str(tmp_path / "rollups.duckdb"), read_only=True) as connection:
         minutes = connection.execute("SELECT minute FROM node_minute ORDER BY minute").fetchall()
     assert [minute for (minute,) in minutes] == [moment.replace(second=0, tzinfo=None) for moment in hours]
+
+
+def test_on_a_fresh_rollups_file_the_checks_report_instead_of_erroring(instance, tmp_path):
+    evaluations = run_checks(
+        instance, tmp_path, node_minute_is_fresh_and_complete, node_memory_pressure, object_store_pressure
+    )
+    assert set(evaluations) == {"node_minute_is_fresh_and_complete", "node_memory_pressure", "object_store_pressure"}
+    fresh = evaluations["node_minute_is_fresh_and_complete"]
+    assert not fresh.passed and fresh.metadata["newest_minute"].value == "no rollups yet"
+    assert evaluations["node_memory_pressure"].passed and evaluations["object_store_pressure"].passed

@@ -17,7 +17,6 @@ matplotlib.use("Agg")  # no display: render straight to PNG
 import matplotlib.pyplot as plt  # noqa: E402
 
 from raymetrics_pipeline.common import markdown  # noqa: E402
-from raymetrics_pipeline.rollups.database import ensure_schema  # noqa: E402
 
 MAX_SESSIONS = 8  # the newest ones; more lines stop being readable
 
@@ -99,7 +98,6 @@ def render_chart(over_time: list[dict], failed: list[dict]) -> bytes:
 
 def compare(connection: duckdb.DuckDBPyConnection) -> Comparison:
     """The newest sessions and their jobs side by side, from the summary and minute tables."""
-    ensure_schema(connection)
     connection.execute(f"CREATE OR REPLACE TEMP TABLE chosen AS {_SESSIONS}").fetchall()
     sessions = _rows(connection, "SELECT * FROM chosen ORDER BY first_seen DESC")
     jobs = _rows(connection, _JOBS)

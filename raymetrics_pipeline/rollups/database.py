@@ -78,7 +78,10 @@ def create_sql(table: Table) -> str:
 
 
 def ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    """Every table, with every declared column (a column declared since the file was made is added, empty)."""
+    """Every table, with every declared column (a column declared since the file was made is added, empty).
+
+    Run once per connection, before the functions below, which assume the tables are there.
+    """
     for table in ALL_TABLES:
         _sql(connection, create_sql(table))
         present = {name for (name,) in _sql(connection, f"SELECT name FROM pragma_table_info('{table.name}')")}
@@ -112,7 +115,6 @@ def replace_window(
     connection: duckdb.DuckDBPyConnection, window: Window, pulled: dict[str, list[dict]]
 ) -> WindowWritten:
     """Delete the window's minutes from every minute table and insert the pulled ones, in one transaction."""
-    ensure_schema(connection)
     staged = {
         table.name: pa.table({c.name: [row.get(c.name) for row in pulled[table.name]] for c in table.pulled})
         for table in MINUTE_TABLES
@@ -160,7 +162,6 @@ class SummariesWritten:
 
 def refresh_summaries(connection: duckdb.DuckDBPyConnection, now: datetime) -> SummariesWritten:
     """Summarise again every session still active (or not summarised yet), in one transaction."""
-    ensure_schema(connection)
     naive_now = _naive(now)
     _sql(connection, "BEGIN TRANSACTION")
     try:
@@ -182,7 +183,6 @@ def refresh_summaries(connection: duckdb.DuckDBPyConnection, now: datetime) -> S
 
 def delete_minutes_before(connection: duckdb.DuckDBPyConnection, cutoff: datetime) -> int:
     """Rollup retention: drop minute rows older than ``cutoff``; summaries stay."""
-    ensure_schema(connection)
     return sum(
         _sql(connection, f"DELETE FROM {table.name} WHERE minute < ?", [_naive(cutoff)])[0][0]
         for table in MINUTE_TABLES
@@ -193,7 +193,6 @@ def delete_minutes_before(connection: duckdb.DuckDBPyConnection, cutoff: datetim
 
 
 def newest_minute(connection: duckdb.DuckDBPyConnection) -> datetime | None:
-    ensure_schema(connection)
     return _sql(connection, f"SELECT MAX(minute) FROM {NODE_MINUTE.name}")[0][0]
 
 
@@ -218,7 +217,6 @@ _GAPS = """
 def node_gaps(connection: duckdb.DuckDBPyConnection, since: datetime) -> list[tuple]:
     """``(cluster, session, node, first missing minute, last, minutes)`` for every run of minutes a node
     missed between its first and last minute since ``since``."""
-    ensure_schema(connection)
     return _sql(connection, _GAPS, {"since": _naive(since)})
 
 
@@ -238,7 +236,6 @@ OBJECT_STORE_PRESSURE = PressureCheck("object_store_minute", "node_pressure", 0.
 
 def minutes_over(connection: duckdb.DuckDBPyConnection, check: PressureCheck, since: datetime) -> list[tuple]:
     """``(cluster, session, node, minute, pressure)`` above the check's limit since ``since``, worst first."""
-    ensure_schema(connection)
     return _sql(
         connection,
         f"""SELECT DISTINCT cluster_id, session_name, node, minute, {check.column} FROM {check.table}

@@ -40,6 +40,7 @@ def test_a_window_is_replaced_whole_and_derived_columns_computed_on_write(tmp_pa
         node_minute(NOW - timedelta(minutes=1)),
     ]
     with duckdb.connect(str(tmp_path / "r.duckdb")) as connection:
+        ensure_schema(connection)
         first = replace_window(connection, window, pulled)
         pulled["node_minute"] = [node_minute(NOW, cpu=70.0)]
         again = replace_window(connection, window, pulled)
