@@ -85,7 +85,7 @@ def scrape_and_ship_metrics(
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=RAYMETRICS_ASSET_KEY,
-                description=f"{cycle.totals()['data_points']} data points from {cycle.targets_up} targets",
+                description=f"{metadata['data_points']} data points from {cycle.targets_up} targets",
                 metadata=metadata,
             )
         )

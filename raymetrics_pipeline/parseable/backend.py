@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,5 +56,5 @@ class ParseableBackend:
 
     def maintain(self, now: datetime) -> SpoolUpkeep:
         """Parseable keeps its own retention; here only the spool's leftovers are cleared."""
-        removed = self.spool.remove_stale_temporaries(time.time())
+        removed = self.spool.remove_stale_temporaries(now.timestamp())
         return SpoolUpkeep(spool_pending=len(self.spool.pending()), stale_temporaries_removed=removed)

@@ -73,7 +73,7 @@ class IngestClient:
                     return outcome
                 continue
             if decision.verdict is not Verdict.SENT:
-                outcome.verdict = Verdict.REJECT if decision.verdict is Verdict.REJECT else Verdict.KEEP
+                outcome.verdict = decision.verdict  # REJECT or KEEP: ``_send`` never returns RETRY
                 return outcome
         outcome.verdict = Verdict.SENT
         return outcome
@@ -93,7 +93,7 @@ class IngestClient:
             outcome.attempts += 1
             try:
                 response = self.connection.post(
-                    f"{self.connection.settings.url}/v1/metrics",
+                    "/v1/metrics",
                     content=payload,
                     headers=headers,
                     timeout=min(remaining, 30.0),

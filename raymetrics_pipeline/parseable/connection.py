@@ -50,12 +50,17 @@ class ParseableSettings:
 
 
 class ParseableConnection(httpx.Client):
-    """An HTTP client for one dataset: basic auth and our User-Agent on every request. Close it when done."""
+    """An HTTP client for one dataset: paths relative to PARSEABLE_URL, basic auth and our User-Agent on every
+    request. Close it when done."""
 
     def __init__(
         self, settings: ParseableSettings, timeout_seconds: float, transport: httpx.BaseTransport | None = None
     ) -> None:
         super().__init__(
-            auth=settings.auth, timeout=timeout_seconds, transport=transport, headers={"User-Agent": USER_AGENT}
+            base_url=settings.url,
+            auth=settings.auth,
+            timeout=timeout_seconds,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
         )
         self.settings = settings  # not ``stream``: that is httpx.Client's streaming method

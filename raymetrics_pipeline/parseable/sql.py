@@ -46,7 +46,7 @@ class ParseableSql:
     def _request(self, method: str, path: str, what: str, **kwargs) -> httpx.Response:
         url = self.connection.settings.url
         try:
-            response = self.connection.request(method, url + path, **kwargs)
+            response = self.connection.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise QueryError(
                 f"Parseable at {url} did not answer ({type(error).__name__}: {error})\nSQL: {what}"

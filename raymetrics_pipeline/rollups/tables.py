@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from raymetrics_pipeline.common import markdown
+from raymetrics_pipeline.dataset.names import RECEIVED_AT
 
 # Ray node clocks and Parseable's may disagree a little: sample times a bit after ingest.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -30,7 +31,7 @@ LEVEL_LOOKBACK = timedelta(minutes=10)
 # Task states a task never leaves: a drop in their level is a counter reset, not tasks leaving.
 TERMINAL_TASK_STATES = ("FINISHED", "FAILED")
 # Columns the rollups read, beyond the identity ones ``ray_points`` derives.
-REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", "p_timestamp")
+REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", RECEIVED_AT)
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,21 @@ def key(name: str, description: str) -> Column:
 Source = Callable[[Window, set[str]], str]
 
 
+class _Keyed:
+    columns: tuple[Column, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [column.name for column in self.columns if column.key]
+
+
 @dataclass(frozen=True)
-class MinuteTable:
+class MinuteTable(_Keyed):
     name: str
     description: str
     source: Source
     columns: tuple[Column, ...]
     window: str = ""  # a named DuckDB window the derived columns use, e.g. ``w AS (PARTITION BY ...)``
-
-    @property
-    def keys(self) -> list[str]:
-        return [column.name for column in self.columns if column.key]
 
     @property
     def pulled(self) -> list[Column]:
@@ -92,7 +97,7 @@ class MinuteTable:
 
 
 @dataclass(frozen=True)
-class SummaryTable:
+class SummaryTable(_Keyed):
     """Rebuilt for the refreshed sessions (the ``refreshed`` temp table) from the minute tables; kept after
     the minute rows expire. ``refresh`` selects every column by name."""
 
@@ -100,10 +105,6 @@ class SummaryTable:
     description: str
     columns: tuple[Column, ...]
     refresh: str
-
-    @property
-    def keys(self) -> list[str]:
-        return [column.name for column in self.columns if column.key]
 
 
 Table = MinuteTable | SummaryTable
