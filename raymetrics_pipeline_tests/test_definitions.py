@@ -66,9 +66,9 @@ def test_scrape_and_ship_runs_by_hand_with_no_run_config(tmp_path):
         )
         rows = parseable.rows("raymetrics")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [(r["metric_name"], r["ip"], r["data_point_value"]) for r in rows] == [
-        ("ray_node_cpu_utilization", "127.0.0.1", 12.5)
-    ]
+    ray_rows = [(r["metric_name"], r["ip"], r["data_point_value"]) for r in rows if r["metric_name"].startswith("ray_")]
+    assert ray_rows == [("ray_node_cpu_utilization", "127.0.0.1", 12.5)]
+    assert {r["metric_name"] for r in rows if not r["metric_name"].startswith("ray_")} >= {"raymetrics_pipeline_up"}
     assert secret not in result.stdout + result.stderr
 
 
@@ -108,7 +108,10 @@ def test_with_no_parseable_a_run_by_hand_fills_the_local_store_and_the_asset_say
     assert result.returncode == 0, result.stdout + result.stderr
     store = LocalStore(tmp_path / "raymetrics" / "store")
     with local_backend(tmp_path / "raymetrics").query() as query:
-        rows = query.query("SELECT ray_node, data_point_value FROM ray_points", datetime.now(UTC) - timedelta(hours=1))
+        rows = query.query(
+            "SELECT ray_node, data_point_value FROM ray_points WHERE metric_name = 'ray_node_cpu_utilization'",
+            datetime.now(UTC) - timedelta(hours=1),
+        )
     assert rows == [{"ray_node": "127.0.0.1", "data_point_value": 12.5}]
     shown = subprocess.run(
         [sys.executable, "-c", LOCATION_OF_RAYMETRICS],

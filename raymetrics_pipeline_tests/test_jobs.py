@@ -70,7 +70,8 @@ def test_a_run_ships_and_records_what_it_did(instance, tmp_path):
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert set(RECORDED) <= set(metadata)
     assert metadata["targets"] == 2 and metadata["targets_up"] == 1
-    assert metadata["data_points"] == len(rows) and metadata["http_statuses"] == [200]
+    ray_rows = [row for row in rows if not row["metric_name"].startswith("raymetrics_pipeline_")]
+    assert metadata["data_points"] == len(ray_rows) and metadata["http_statuses"] == [200]
     assert "HTTP 500" in metadata["per_target"]
     output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
     assert set(RECORDED) <= set(output.event_specific_data.metadata)
@@ -88,7 +89,8 @@ def test_an_outage_fails_the_run_but_keeps_the_data(instance, tmp_path):
     assert not result.success
     failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
     assert "kept in the spool" in failure.event_specific_data.error.message
-    assert len(list((tmp_path / "spool").glob("*.json.gz"))) == 1
+    # The scrape's body and the delivery's own figures.
+    assert len(list((tmp_path / "spool").glob("*.json.gz"))) == 2
     assert SECRET not in all_event_text(instance, result.run_id)
 
 
@@ -130,9 +132,14 @@ def test_without_parseable_a_run_writes_the_local_store(instance, tmp_path):
     (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert metadata["destination"] == LocalStore(tmp_path / "store").location
-    assert metadata["rows_stored"] == metadata["data_points"] > 400 and metadata["bytes_stored"] > 0
     with local_backend(tmp_path).query() as query:
         rows = query.query("SELECT COUNT(*) AS n FROM raymetrics", datetime.now(UTC) - HOUR)
+        (own,) = query.query(
+            "SELECT COUNT(*) AS n FROM raymetrics WHERE metric_name LIKE 'raymetrics_pipeline_%'",
+            datetime.now(UTC) - HOUR,
+        )
+    assert metadata["rows_stored"] == metadata["data_points"] + own["n"] and metadata["data_points"] > 400
+    assert metadata["bytes_stored"] > 0
     assert rows == [{"n": metadata["rows_stored"]}]
 
 

@@ -27,8 +27,10 @@ FIXTURES = scrape_fixtures(include_shared=False)
 FIRST = min(f.scrape_time_unix_nano for f in FIXTURES)
 
 
-def minute_key(fixture, shift: timedelta) -> datetime:
-    moment = datetime.fromtimestamp(fixture.scrape_time_unix_nano / 1e9, UTC) + shift
+def minute_key(fixture_or_time, shift: timedelta) -> datetime:
+    """The minute a fixture's (or a scrape time's) samples land in, once moved by ``shift``."""
+    time = getattr(fixture_or_time, "scrape_time_unix_nano", fixture_or_time)
+    moment = datetime.fromtimestamp(time / 1e9, UTC) + shift
     return moment.replace(second=0, microsecond=0, tzinfo=None)
 
 
@@ -75,10 +77,17 @@ def backend(request, rolled_up):
 def test_node_minute_matches_the_text(backend):
     database, shift = backend
     values = defaultdict(lambda: defaultdict(list))
+    at_scrape = defaultdict(dict)
     for fixture, name, labels, value in lines_of(
         FIXTURES, "ray_node_cpu_utilization", "ray_node_mem_used", "ray_node_mem_total", "ray_node_cpu_count"
     ):
-        values[(minute_key(fixture, shift), labels["SessionName"], labels["ip"])][name].append(value)
+        key = (minute_key(fixture, shift), labels["SessionName"], labels["ip"])
+        values[key][name].append(value)
+        at_scrape[(key, fixture.path)][name] = value
+    peak_pressure = defaultdict(float)  # the highest ratio at one scrape, not a ratio of the minute's figures
+    for (key, _), scrape in at_scrape.items():
+        ratio = scrape["ray_node_mem_used"] / scrape["ray_node_mem_total"]
+        peak_pressure[key] = max(peak_pressure[key], ratio)
     expected = {
         key: (
             sum(v["ray_node_cpu_utilization"]) / len(v["ray_node_cpu_utilization"]),
@@ -86,7 +95,7 @@ def test_node_minute_matches_the_text(backend):
             max(v["ray_node_cpu_count"]),
             sum(v["ray_node_mem_used"]) / len(v["ray_node_mem_used"]),
             max(v["ray_node_mem_total"]),
-            max(v["ray_node_mem_used"]) / max(v["ray_node_mem_total"]),
+            peak_pressure[key],
         )
         for key, v in values.items()
     }
@@ -99,48 +108,66 @@ def test_node_minute_matches_the_text(backend):
     assert len({row[1] for row in rows}) == 2, "two sessions"
 
 
-def task_levels(shift: timedelta) -> dict:
-    """(minute, session, job, task, state) → the level at the minute's end: each series' last value, summed."""
-    last = {}  # (minute, series) -> (time, value)
-    for fixture, _, labels, value in lines_of(FIXTURES, "ray_tasks"):
-        key = (minute_key(fixture, shift), tuple(sorted(labels.items())))
-        if fixture.scrape_time_unix_nano >= last.get(key, (0, 0))[0]:
-            last[key] = (fixture.scrape_time_unix_nano, value)
-    levels = defaultdict(float)
-    for (minute, series), (_, value) in last.items():
-        labels = dict(series)
-        levels[(minute, labels["SessionName"], labels["JobId"], labels["Name"], labels["State"])] += value
-    return levels
+def task_figures(fixtures, shift: timedelta) -> tuple[dict, dict]:
+    """(minute, session, job, task, state) → (tasks at the minute's last scrape, tasks that entered the state),
+    read from the text: every series at every scrape of its endpoint, 0 where that scrape lacks it."""
+    scrapes = defaultdict(dict)  # port -> {scrape time: {series: value}}
+    for fixture in fixtures:
+        scrapes[fixture.port][fixture.scrape_time_unix_nano] = {}
+    for fixture, _, labels, value in lines_of(fixtures, "ray_tasks"):
+        scrapes[fixture.port][fixture.scrape_time_unix_nano][tuple(sorted(labels.items()))] = value
+    tasks, entered = defaultdict(float), defaultdict(float)
+    for by_time in scrapes.values():
+        for series in {series for values in by_time.values() for series in values}:
+            labels = dict(series)
+            group = (labels["SessionName"], labels["JobId"], labels["Name"], labels["State"])
+            previous, at_minute_end = None, {}
+            for time in sorted(by_time):
+                level = by_time[time].get(series, 0.0)
+                minute = minute_key(time, shift)
+                if previous is None or level >= previous:
+                    entered[(minute, *group)] += level - (previous or 0)
+                elif labels["State"] in ("FINISHED", "FAILED"):
+                    entered[(minute, *group)] += level
+                else:
+                    entered[(minute, *group)] += 0
+                at_minute_end[minute] = level
+                previous = level
+            for minute, level in at_minute_end.items():
+                tasks[(minute, *group)] += level
+    return tasks, entered
 
 
-def test_task_state_minute_has_levels_and_entries(backend):
+def test_task_state_minute_counts_per_scrape(backend):
     database, shift = backend
-    levels = task_levels(shift)
-    entered, previous = {}, {}
-    for key in sorted(levels):
-        group = key[1:]
-        before = previous.get(group)
-        level = levels[key]
-        if before is None or level >= before:
-            entered[key] = level - (before or 0)
-        else:
-            entered[key] = level if key[4] in ("FINISHED", "FAILED") else 0
-        previous[group] = level
+    tasks, entered = task_figures(FIXTURES, shift)
     rows = table(
         database, "SELECT minute, session_name, job_id, task_name, state, tasks, entered FROM task_state_minute"
     )
-    assert {row[:5]: row[5] for row in rows} == pytest.approx(dict(levels))
-    assert {row[:5]: row[6] for row in rows} == pytest.approx(entered)
+    assert {row[:5]: row[5] for row in rows} == pytest.approx(dict(tasks))
+    assert {row[:5]: row[6] for row in rows} == pytest.approx(dict(entered))
     failed = [row for row in rows if row[4] == "FAILED" and row[6] > 0]
     assert failed and all(row[2] == "" for row in failed), "Ray 2.60 files failed tasks under JobId ''"
 
 
-def test_object_store_minute_matches_the_text(backend):
+def test_object_store_minute_sums_each_scrape_over_series(backend):
     database, shift = backend
-    values = defaultdict(list)
+    per_scrape = defaultdict(float)  # summed by hand over the node's series (one WORKER_HEAP per worker)
     for fixture, _, labels, value in lines_of(FIXTURES, "ray_object_store_memory"):
-        key = (minute_key(fixture, shift), labels["SessionName"], labels["NodeAddress"])
-        values[key + (labels["ObjectState"], labels["Location"])].append(value)
+        where = (labels["SessionName"], labels["NodeAddress"], labels["ObjectState"], labels["Location"])
+        per_scrape[(minute_key(fixture, shift), *where, fixture.scrape_time_unix_nano)] += value
+    values = defaultdict(list)
+    for (*key, _), total in per_scrape.items():
+        values[tuple(key)].append(total)
+    used, available = {}, {}
+    for fixture, name, labels, value in lines_of(
+        FIXTURES, "ray_object_store_used_memory", "ray_object_store_available_memory"
+    ):
+        scrape = (minute_key(fixture, shift), labels["SessionName"], labels["NodeAddress"], fixture.path)
+        (used if name == "ray_object_store_used_memory" else available)[scrape] = value
+    pressure = defaultdict(float)
+    for scrape, value in used.items():
+        pressure[scrape[:3]] = max(pressure[scrape[:3]], value / (value + available[scrape]))
     rows = table(
         database,
         """SELECT minute, session_name, node, object_state, location, bytes_avg, bytes_max, node_pressure
@@ -149,12 +176,14 @@ def test_object_store_minute_matches_the_text(backend):
     assert {row[:5]: pytest.approx(row[5:7]) for row in rows} == {
         key: (sum(v) / len(v), max(v)) for key, v in values.items()
     }
-    assert all(0 <= row[7] <= 1 for row in rows) and max(row[6] for row in rows) > 0
+    assert {row[:3]: row[7] for row in rows} == pytest.approx(dict(pressure))
+    heap = [row for row in rows if row[4] == "WORKER_HEAP"]
+    assert heap and max(row[6] for row in heap) > 0
 
 
 def test_session_summary_counts_finished_and_failed_tasks(backend):
     database, shift = backend
-    sessions = {session for (_, session, _, _, _) in task_levels(shift)}
+    sessions = {session for (_, session, _, _, _) in task_figures(FIXTURES, shift)[0]}
     rows = table(
         database, "SELECT session_name, nodes, tasks_finished, tasks_failed, failure_rate FROM session_summary"
     )

@@ -1,7 +1,9 @@
 """One scrape cycle: scrape every target, convert each answer once, hand the metrics to a sink.
 
 The sink (Parseable or the embedded local store) decides what becoming stored means and
-reports it in a result of its own; this module reports the scrapes and conversions.
+reports it in a result of its own, and adds its figures to the dataset through the cycle's
+reporter; this module reports the scrapes and conversions, and adds each target's scrape
+figures to its rows (ingest/health.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest import health, otlp
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline.ingest.scrape import ScrapeResult, scrape_all
 
@@ -36,8 +38,9 @@ class Delivery(Protocol):
 
 
 class Sink(Protocol):
-    def ship(self, scrapes: Sequence[otlp.ResourceMetrics], deadline: float) -> Delivery:
-        """Store or send ``scrapes`` before ``deadline`` (``time.monotonic()``)."""
+    def ship(self, scrapes: Sequence[otlp.ResourceMetrics], deadline: float, report: health.Reporter) -> Delivery:
+        """Store or send ``scrapes`` before ``deadline`` (``time.monotonic()``), and the sink's own figures
+        as ``report`` turns them into rows."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,33 @@ class CycleResult:
         return {name: sum(getattr(target, name) for target in self.targets) for name in counts}
 
 
-def convert(result: ScrapeResult, resource: LabelSet) -> tuple[TargetOutcome, otlp.ResourceMetrics | None]:
-    """One scrape's answer as OTLP metrics (None when it had none), with what happened to it."""
+def scrape_figures(outcome: TargetOutcome) -> dict[str, float]:
+    """A target's scrape as the pipeline's own metrics (names without ``raymetrics_pipeline_``)."""
+    return {
+        "up": float(outcome.up),
+        "scrape_duration_seconds": outcome.seconds,
+        "scrape_bytes": outcome.scraped_bytes,
+        "scrape_samples": outcome.samples,
+        "scrape_data_points": outcome.data_points,
+        "scrape_series": outcome.series,
+        "scrape_parse_errors": outcome.parse_errors,
+    }
+
+
+def convert(result: ScrapeResult, resource: LabelSet) -> tuple[TargetOutcome, otlp.ResourceMetrics]:
+    """One scrape's answer as OTLP metrics, with the target's scrape figures, and what happened to it."""
+    outcome, metrics = _convert_answer(result)
+    # The figures share the time of the rows they describe: the scrape time, unless the target stamps its
+    # samples (a federating Prometheus, or a replayed recording), then the newest of those.
+    sampled_at = max((point.time_unix_nano for metric in metrics for point in metric.points), default=None)
+    figures = health.gauges(scrape_figures(outcome), sampled_at or result.scrape_time_unix_nano)
+    return outcome, otlp.ResourceMetrics(health.target_resource(resource, result.target), metrics + figures)
+
+
+def _convert_answer(result: ScrapeResult) -> tuple[TargetOutcome, list[otlp.Metric]]:
     outcome = TargetOutcome(result.target, result.status, result.bytes, result.duration_seconds, result.error)
     if not result.ok:
-        return outcome, None
+        return outcome, []
     exposition = parse(result.body)
     conversion = otlp.to_metrics(exposition, result.scrape_time_unix_nano)
     errors = exposition.errors + conversion.errors
@@ -94,7 +119,7 @@ def convert(result: ScrapeResult, resource: LabelSet) -> tuple[TargetOutcome, ot
         non_finite_values=conversion.non_finite_values,
         first_parse_errors=tuple(str(error) for error in errors[:REPORTED_PARSE_ERRORS]),
     )
-    return outcome, otlp.ResourceMetrics(resource, conversion.metrics) if conversion.metrics else None
+    return outcome, conversion.metrics
 
 
 @contextmanager
@@ -118,10 +143,11 @@ def run_cycle(
     budget_seconds: float = 12.0,
 ) -> CycleResult:
     """Scrape ``targets`` and hand what they served to ``sink`` within ``budget_seconds``."""
-    started = time.monotonic()
+    started, started_unix_nano = time.monotonic(), time.time_ns()
     results = scrape_all(list(targets), scrape_timeout_seconds)
     with cyclic_gc_paused():
         converted = [convert(result, resource_attributes) for result in results]
-        scrapes = [metrics for _, metrics in converted if metrics is not None]
-        delivery = sink.ship(scrapes, started + budget_seconds)
+        scrapes = [metrics for _, metrics in converted]
+        report = health.reporter(resource_attributes, started_unix_nano)
+        delivery = sink.ship(scrapes, started + budget_seconds, report)
     return CycleResult([outcome for outcome, _ in converted], delivery, time.monotonic() - started)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from raymetrics_pipeline.ingest.health import Reporter
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.localstore.rows import rows_table
 from raymetrics_pipeline.localstore.store import LocalStore
@@ -33,11 +34,11 @@ class LocalStoreSink:
     def __init__(self, store: LocalStore) -> None:
         self.store = store
 
-    def ship(self, scrapes: Sequence[ResourceMetrics], deadline: float) -> Stored:
-        """Write the rows now; a local write needs no deadline."""
+    def ship(self, scrapes: Sequence[ResourceMetrics], deadline: float, report: Reporter) -> Stored:
+        """Write the rows now, with the count of them as the pipeline's own metric; a local write needs no
+        deadline."""
         received = datetime.now(UTC)
-        table = rows_table(scrapes, received)
-        if not table.num_rows:
-            return Stored()
+        rows = sum(len(metric.points) for _, metrics in scrapes for metric in metrics)
+        table = rows_table([*scrapes, report({"delivery_rows_stored": rows})], received)
         path = self.store.write(table, received)
         return Stored(table.num_rows, path.stat().st_size)

@@ -36,6 +36,13 @@ class SpooledBody:
         return gzip.decompress(self.path.read_bytes())
 
 
+@dataclass(frozen=True)
+class SpoolDepth:
+    bodies: int
+    bytes: int
+    oldest_age_seconds: float
+
+
 class Spool:
     def __init__(self, directory: Path | str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.directory = Path(directory)
@@ -68,6 +75,12 @@ class Spool:
             if content_type and path.is_file() and not path.name.startswith("."):
                 found.append(SpooledBody(path, content_type))
         return found
+
+    def depth(self, now: float) -> SpoolDepth:
+        """What waits: bodies, bytes, and the oldest body's age in seconds at ``now`` (``time.time()``)."""
+        stats = [body.path.stat() for body in self.pending()]
+        oldest = min((stat.st_mtime for stat in stats), default=now)
+        return SpoolDepth(len(stats), sum(stat.st_size for stat in stats), max(0.0, now - oldest))
 
     def remove(self, spooled: SpooledBody) -> None:
         spooled.path.unlink(missing_ok=True)

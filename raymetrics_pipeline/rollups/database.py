@@ -95,10 +95,8 @@ def write_sql(table: MinuteTable) -> str:
     column to its type and computing the derived ones."""
     casts = ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in table.pulled)
     derived = "".join(f", {c.derived} AS {c.name}" for c in table.columns if c.derived is not None)
-    window = f" WINDOW {table.window}" if table.window else ""
     return (
-        f"INSERT INTO {table.name} BY NAME SELECT * FROM ("
-        f"SELECT *{derived} FROM (SELECT {casts} FROM staged_{table.name}){window}) "
+        f"INSERT INTO {table.name} BY NAME SELECT *{derived} FROM (SELECT {casts} FROM staged_{table.name}) "
         "WHERE minute >= $start AND minute < $end"
     )
 

@@ -21,13 +21,15 @@ from datetime import UTC, datetime, timedelta
 
 from raymetrics_pipeline.common import markdown
 from raymetrics_pipeline.dataset.names import RECEIVED_AT
+from raymetrics_pipeline.ingest.health import TARGET_ATTRIBUTE, UP
 
 # Ray node clocks and Parseable's may disagree a little: sample times a bit after ingest.
 CLOCK_SKEW = timedelta(minutes=5)
 # How long after its sample time a point may still arrive (replayed from the spool after an outage).
 LATE_ARRIVAL = timedelta(hours=6)
-# The level before a window's first minute, for ``entered``: looked for this far back.
-LEVEL_LOOKBACK = timedelta(minutes=10)
+# A target's scrape before a window's first one, for ``entered``: looked for this far back. A target
+# not scraped for longer (the pipeline was stopped) counts its series' whole level again.
+SCRAPE_LOOKBACK = timedelta(minutes=30)
 # Task states a task never leaves: a drop in their level is a counter reset, not tasks leaving.
 TERMINAL_TASK_STATES = ("FINISHED", "FAILED")
 # Columns the rollups read, beyond the identity ones ``ray_points`` derives.
@@ -79,7 +81,6 @@ class MinuteTable(_Keyed):
     description: str
     source: Source
     columns: tuple[Column, ...]
-    window: str = ""  # a named DuckDB window the derived columns use, e.g. ``w AS (PARTITION BY ...)``
 
     @property
     def pulled(self) -> list[Column]:
@@ -141,78 +142,106 @@ JOB = key("job_id", "Ray's job id (`JobId`); '' for what Ray files under no job.
 # --- Minute tables ---------------------------------------------------------------------
 
 
-def _node_points(window: Window, dataset_columns: set[str]) -> str:
+def _node_scrapes(window: Window, dataset_columns: set[str]) -> str:
+    """Each node's CPU and memory at each scrape, so a peak ratio is one scrape's, not a ratio of averages."""
     return f"""
-        SELECT {POINT_KEYS}, ray_node AS node, metric_name, data_point_value
-        FROM ray_points
-        WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_cpu_count', 'ray_node_mem_used',
-                              'ray_node_mem_total')
-          AND {samples_in(window.start, window.end)}"""
+        SELECT *, mem_used / NULLIF(mem_total, 0) AS mem_pressure
+        FROM (SELECT {POINT_KEYS}, ray_node AS node, time_unix_nano,
+                     {value_of("ray_node_cpu_utilization", "MAX")} AS cpu_percent,
+                     {value_of("ray_node_cpu_count", "MAX")} AS cpus,
+                     {value_of("ray_node_mem_used", "MAX")} AS mem_used,
+                     {value_of("ray_node_mem_total", "MAX")} AS mem_total
+              FROM ray_points
+              WHERE metric_name IN ('ray_node_cpu_utilization', 'ray_node_cpu_count', 'ray_node_mem_used',
+                                    'ray_node_mem_total')
+                AND {samples_in(window.start, window.end)}
+              GROUP BY 1, 2, 3, 4, 5) AS scrapes"""
 
 
 NODE_MINUTE = MinuteTable(
     "node_minute",
     "Per node and minute: CPU and memory.",
-    _node_points,
+    _node_scrapes,
     (
         MINUTE,
         CLUSTER,
         SESSION,
         NODE,
-        Column(
-            "cpu_percent_avg",
-            "DOUBLE",
-            "CPU utilisation %, mean of the samples.",
-            pull=value_of("ray_node_cpu_utilization"),
-        ),
-        Column(
-            "cpu_percent_max",
-            "DOUBLE",
-            "CPU utilisation %, highest sample.",
-            pull=value_of("ray_node_cpu_utilization", "MAX"),
-        ),
-        Column("cpu_count", "DOUBLE", "CPUs on the node.", pull=value_of("ray_node_cpu_count", "MAX")),
-        Column(
-            "mem_used_avg", "DOUBLE", "Memory used (bytes), mean of the samples.", pull=value_of("ray_node_mem_used")
-        ),
-        Column(
-            "mem_used_max", "DOUBLE", "Memory used (bytes), highest sample.", pull=value_of("ray_node_mem_used", "MAX")
-        ),
-        Column("mem_total", "DOUBLE", "The node's memory (bytes).", pull=value_of("ray_node_mem_total", "MAX")),
+        Column("cpu_percent_avg", "DOUBLE", "CPU utilisation %, mean of the scrapes.", pull="AVG(cpu_percent)"),
+        Column("cpu_percent_max", "DOUBLE", "CPU utilisation %, highest scrape.", pull="MAX(cpu_percent)"),
+        Column("cpu_count", "DOUBLE", "CPUs on the node.", pull="MAX(cpus)"),
+        Column("mem_used_avg", "DOUBLE", "Memory used (bytes), mean of the scrapes.", pull="AVG(mem_used)"),
+        Column("mem_used_max", "DOUBLE", "Memory used (bytes), highest scrape.", pull="MAX(mem_used)"),
+        Column("mem_total", "DOUBLE", "The node's memory (bytes).", pull="MAX(mem_total)"),
         Column(
             "mem_pressure_avg", "DOUBLE", "mem_used_avg / mem_total.", derived="mem_used_avg / NULLIF(mem_total, 0)"
         ),
         Column(
-            "mem_pressure_max", "DOUBLE", "mem_used_max / mem_total.", derived="mem_used_max / NULLIF(mem_total, 0)"
+            "mem_pressure_max",
+            "DOUBLE",
+            "Memory used / total at the scrape where it was highest.",
+            pull="MAX(mem_pressure)",
         ),
-        Column("samples", "BIGINT", "CPU samples in the minute.", pull=value_of("ray_node_cpu_utilization", "COUNT")),
+        Column("samples", "BIGINT", "Scrapes with a CPU figure in the minute.", pull="COUNT(cpu_percent)"),
     ),
 )
 
-# Labels that, with the node, tell one ray_tasks series from another within a group.
+# Labels that, with the target and node, tell one ray_tasks series from another within a group.
 _TASK_SERIES_LABELS = ("IsRetry", "Source", "Component")
 
 
-def _task_levels(window: Window, dataset_columns: set[str]) -> str:
-    """Each ``ray_tasks`` series' level at the end of every minute (its last value in the minute).
-    ``ray_tasks`` is a level, so summing scrapes would count a task once per scrape. Starts
-    ``LEVEL_LOOKBACK`` early so the window's first minute has a level before it."""
-    series = [f'"{name}"' for name in _TASK_SERIES_LABELS if name in dataset_columns] + ["ray_node"]
+def _task_scrapes(window: Window, dataset_columns: set[str]) -> str:
+    """Every ``ray_tasks`` series at every scrape of its target, with the tasks that entered its state since
+    the target's previous scrape.
+
+    Ray 2.60 drops a job's FINISHED and FAILED series when the job ends, and the next job's start again
+    from 0; so a series missing from a scrape its target answered (``raymetrics_pipeline_up`` = 1) is at
+    0 there, and when it returns its whole level is new. Per scrape, not per minute, so a job shorter
+    than a minute counts too. Points sent twice count once (the highest value of a series at a time).
+    Rows from before the pipeline named its targets fall back to the node as the target.
+    """
+    target = f"COALESCE(NULLIF({label(TARGET_ATTRIBUTE, dataset_columns)}, ''), ray_node)"
+    labels = [f'"{name}"' for name in _TASK_SERIES_LABELS if name in dataset_columns]
+    series = ["target", "cluster_id", "session_name", "job_id", "task_name", "state", *labels, "node"]
+    keys = ", ".join(series)
+    scraped = samples_in(window.start - SCRAPE_LOOKBACK, window.end)
     return f"""
-        SELECT {POINT_KEYS}, ray_job AS job_id, {label("Name", dataset_columns)} AS task_name,
-               {label("State", dataset_columns)} AS state, {", ".join(series)},
-               LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
-        FROM ray_points
-        WHERE metric_name = 'ray_tasks' AND {samples_in(window.start - LEVEL_LOOKBACK, window.end)}
-        GROUP BY {", ".join(str(i) for i in range(1, 7 + len(series)))}"""
+        WITH levels AS (
+            SELECT {target} AS target, ray_cluster AS cluster_id, ray_session AS session_name, ray_job AS job_id,
+                   {label("Name", dataset_columns)} AS task_name, {label("State", dataset_columns)} AS state,
+                   {", ".join([*labels, "ray_node AS node"])}, time_unix_nano AS scraped_at,
+                   MAX(data_point_value) AS level
+            FROM ray_points WHERE metric_name = 'ray_tasks' AND {scraped}
+            GROUP BY {", ".join(str(i) for i in range(1, len(series) + 2))}),
+        scrapes AS (
+            SELECT DISTINCT {target} AS target, time_unix_nano AS scraped_at
+            FROM ray_points
+            WHERE (metric_name = 'ray_tasks' OR (metric_name = '{UP}' AND data_point_value = 1)) AND {scraped}),
+        grid AS (
+            SELECT {", ".join(f"s.{name}" for name in series)}, c.scraped_at, COALESCE(l.level, 0) AS level
+            FROM (SELECT DISTINCT {keys} FROM levels) AS s
+            JOIN scrapes AS c ON c.target = s.target
+            LEFT JOIN levels AS l ON {" AND ".join(f"l.{name} = s.{name}" for name in series)}
+                 AND l.scraped_at = c.scraped_at),
+        steps AS (
+            SELECT *, LAG(level) OVER (PARTITION BY {keys} ORDER BY scraped_at) AS previous,
+                   ROW_NUMBER() OVER (PARTITION BY {keys}, DATE_TRUNC('minute', scraped_at)
+                                      ORDER BY scraped_at DESC) AS from_minute_end
+            FROM grid)
+        SELECT DATE_TRUNC('minute', scraped_at) AS minute, cluster_id, session_name, job_id, task_name, state,
+               CASE WHEN from_minute_end = 1 THEN level END AS level_at_minute_end,
+               CASE WHEN previous IS NULL THEN level
+                    WHEN level >= previous THEN level - previous
+                    WHEN state IN {TERMINAL_TASK_STATES} THEN level
+                    ELSE 0 END AS entered
+        FROM steps WHERE {samples_in(window.start, window.end).replace("time_unix_nano", "scraped_at")}"""
 
 
-_PREVIOUS = "LAG(tasks) OVER group_minutes"
 TASK_STATE_MINUTE = MinuteTable(
     "task_state_minute",
     "Per task name, state and job, and minute: how many tasks are in the state, and how many entered it. "
     "Ray 2.60 files finished and failed tasks under JobId '', so look for failures by task_name.",
-    _task_levels,
+    _task_scrapes,
     (
         MINUTE,
         CLUSTER,
@@ -223,43 +252,49 @@ TASK_STATE_MINUTE = MinuteTable(
         Column(
             "tasks",
             "DOUBLE",
-            "Tasks in the state at the minute's end (each series' last value, summed).",
-            pull="SUM(level)",
+            "Tasks in the state at the minute's last scrape (summed over series; a series its target no longer "
+            "serves is at 0).",
+            pull="COALESCE(SUM(level_at_minute_end), 0)",
         ),
         Column(
             "entered",
             "DOUBLE",
-            "Tasks that entered the state in the minute: the rise since the group's previous minute (found up to "
-            "10 minutes back; a group seen for the first time entered with its whole level); for FINISHED and "
-            "FAILED a fall is a counter reset (a restarted raylet), so the whole level is new.",
-            derived=f"""CASE WHEN {_PREVIOUS} IS NULL THEN tasks
-                             WHEN tasks >= {_PREVIOUS} THEN tasks - {_PREVIOUS}
-                             WHEN state IN {TERMINAL_TASK_STATES} THEN tasks
-                             ELSE 0 END""",
+            "Tasks that entered the state in the minute: each series' rise since its target's previous scrape "
+            "(found up to 30 minutes back; a series absent from a scrape its target answered is at 0 there), "
+            "summed over the minute's scrapes. For FINISHED and FAILED a fall is a reset (a new job's series, a "
+            "restarted raylet), so the whole new level is new.",
+            pull="SUM(entered)",
         ),
     ),
-    window="group_minutes AS (PARTITION BY cluster_id, session_name, job_id, task_name, state ORDER BY minute)",
 )
 
 
-def _object_store_points(window: Window, dataset_columns: set[str]) -> str:
-    """Each ``ray_object_store_memory`` sample beside its node's used, available and spilled bytes that minute."""
+def _object_store_scrapes(window: Window, dataset_columns: set[str]) -> str:
+    """``ray_object_store_memory`` summed over series per node, object state, location and scrape (one
+    ``WORKER_HEAP`` series per worker, as Ray's dashboard sums them), beside the node's used, available and
+    spilled bytes that minute and its highest per-scrape pressure."""
     samples = samples_in(window.start, window.end)
     return f"""
-        SELECT o.*, n.node_used_bytes, n.node_available_bytes, n.node_spilled_bytes
+        SELECT o.*, n.node_used_bytes, n.node_available_bytes, n.node_pressure, n.node_spilled_bytes
         FROM (SELECT {POINT_KEYS}, ray_node AS node, {label("ObjectState", dataset_columns)} AS object_state,
-                     {label("Location", dataset_columns)} AS location, data_point_value
-              FROM ray_points WHERE metric_name = 'ray_object_store_memory' AND {samples}) AS o
+                     {label("Location", dataset_columns)} AS location, time_unix_nano,
+                     SUM(data_point_value) AS bytes
+              FROM ray_points WHERE metric_name = 'ray_object_store_memory' AND {samples}
+              GROUP BY 1, 2, 3, 4, 5, 6, 7) AS o
         LEFT JOIN (
-              SELECT {POINT_KEYS}, ray_node AS node,
-                     {value_of("ray_object_store_used_memory")} AS node_used_bytes,
-                     {value_of("ray_object_store_available_memory")} AS node_available_bytes,
-                     MAX(CASE WHEN metric_name = 'ray_spill_manager_objects_bytes'
-                              AND {label("State", dataset_columns)} = 'Spilled' THEN data_point_value END)
-                         AS node_spilled_bytes
-              FROM ray_points
-              WHERE metric_name IN ('ray_object_store_used_memory', 'ray_object_store_available_memory',
-                                    'ray_spill_manager_objects_bytes') AND {samples}
+              SELECT minute, cluster_id, session_name, node, AVG(used) AS node_used_bytes,
+                     AVG(available) AS node_available_bytes, MAX(used / NULLIF(used + available, 0)) AS node_pressure,
+                     MAX(spilled) AS node_spilled_bytes
+              FROM (SELECT {POINT_KEYS}, ray_node AS node, time_unix_nano,
+                           {value_of("ray_object_store_used_memory", "MAX")} AS used,
+                           {value_of("ray_object_store_available_memory", "MAX")} AS available,
+                           MAX(CASE WHEN metric_name = 'ray_spill_manager_objects_bytes'
+                                    AND {label("State", dataset_columns)} = 'Spilled' THEN data_point_value END)
+                               AS spilled
+                    FROM ray_points
+                    WHERE metric_name IN ('ray_object_store_used_memory', 'ray_object_store_available_memory',
+                                          'ray_spill_manager_objects_bytes') AND {samples}
+                    GROUP BY 1, 2, 3, 4, 5) AS scrapes
               GROUP BY 1, 2, 3, 4) AS n
           ON o.minute = n.minute AND o.cluster_id = n.cluster_id AND o.session_name = n.session_name
              AND o.node = n.node"""
@@ -267,80 +302,73 @@ def _object_store_points(window: Window, dataset_columns: set[str]) -> str:
 
 OBJECT_STORE_MINUTE = MinuteTable(
     "object_store_minute",
-    "Object store bytes per node, object state and location, and minute, with the node's used and available "
-    "bytes and pressure.",
-    _object_store_points,
+    "Object store bytes per node, object state and location, and minute (summed over the node's series at each "
+    "scrape), with the node's used and available bytes and pressure.",
+    _object_store_scrapes,
     (
         MINUTE,
         CLUSTER,
         SESSION,
         NODE,
         key("object_state", "`ObjectState` of `ray_object_store_memory`."),
-        key("location", "`Location` of `ray_object_store_memory` (IN_MEMORY, SPILLED, ...)."),
-        Column("bytes_avg", "DOUBLE", "Bytes, mean of the samples.", pull="AVG(data_point_value)"),
-        Column("bytes_max", "DOUBLE", "Bytes, highest sample.", pull="MAX(data_point_value)"),
-        Column("node_used_bytes", "DOUBLE", "The node's object store bytes used, mean.", pull="MAX(node_used_bytes)"),
+        key("location", "`Location` of `ray_object_store_memory` (IN_MEMORY, SPILLED, WORKER_HEAP, ...)."),
+        Column("bytes_avg", "DOUBLE", "Bytes on the node, mean of the scrapes.", pull="AVG(bytes)"),
+        Column("bytes_max", "DOUBLE", "Bytes on the node, highest scrape.", pull="MAX(bytes)"),
+        Column(
+            "node_used_bytes",
+            "DOUBLE",
+            "The node's object store bytes used, mean of the scrapes.",
+            pull="MAX(node_used_bytes)",
+        ),
         Column(
             "node_available_bytes",
             "DOUBLE",
-            "The node's object store bytes available, mean.",
+            "The node's object store bytes available, mean of the scrapes.",
             pull="MAX(node_available_bytes)",
         ),
         Column(
             "node_pressure",
             "DOUBLE",
-            "node_used_bytes / (node_used_bytes + node_available_bytes).",
-            derived="node_used_bytes / NULLIF(node_used_bytes + node_available_bytes, 0)",
+            "The node's object store used / (used + available) at the scrape where it was highest.",
+            pull="MAX(node_pressure)",
         ),
         Column(
             "node_spilled_bytes",
             "DOUBLE",
-            "Bytes the node has spilled, highest sample.",
+            "Bytes the node has spilled, highest scrape.",
             pull="MAX(node_spilled_bytes)",
         ),
     ),
 )
 
 
-def _job_levels(window: Window, dataset_columns: set[str]) -> str:
-    """The last value in each minute of every series Ray labels with a job."""
+def _job_scrapes(window: Window, dataset_columns: set[str]) -> str:
+    """What Ray labels with a job, per job and scrape: its duration, live actors and running tasks then."""
+    state = label("State", dataset_columns)
     return f"""
-        SELECT {POINT_KEYS}, ray_job AS job_id, metric_name, {label("State", dataset_columns)} AS state,
-               {label("Name", dataset_columns)} AS name, ray_node,
-               LAST_VALUE(data_point_value ORDER BY time_unix_nano) AS level
+        SELECT {POINT_KEYS}, ray_job AS job_id, time_unix_nano,
+               MAX(CASE WHEN metric_name = 'ray_job_duration_s' THEN data_point_value END) AS duration_s,
+               SUM(CASE WHEN metric_name = 'ray_actors' AND {state} LIKE 'ALIVE%' THEN data_point_value END) AS actors,
+               SUM(CASE WHEN metric_name = 'ray_tasks' AND {state} LIKE 'RUNNING%' THEN data_point_value END)
+                   AS running
         FROM ray_points
         WHERE metric_name IN ('ray_job_duration_s', 'ray_actors', 'ray_tasks') AND ray_job <> ''
           AND {samples_in(window.start, window.end)}
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
+        GROUP BY 1, 2, 3, 4, 5"""
 
 
 JOB_MINUTE = MinuteTable(
     "job_minute",
     "Per Ray job and minute: what Ray labels with a job.",
-    _job_levels,
+    _job_scrapes,
     (
         MINUTE,
         CLUSTER,
         SESSION,
         JOB,
-        Column(
-            "job_duration_s",
-            "DOUBLE",
-            "The job's duration so far (`ray_job_duration_s`).",
-            pull="MAX(CASE WHEN metric_name = 'ray_job_duration_s' THEN level END)",
-        ),
-        Column(
-            "actors_alive",
-            "DOUBLE",
-            "Live actors at the minute's end.",
-            pull="SUM(CASE WHEN metric_name = 'ray_actors' AND state LIKE 'ALIVE%' THEN level END)",
-        ),
-        Column(
-            "tasks_running",
-            "DOUBLE",
-            "Running tasks at the minute's end.",
-            pull="SUM(CASE WHEN metric_name = 'ray_tasks' AND state LIKE 'RUNNING%' THEN level END)",
-        ),
+        Column("job_duration_s", "DOUBLE", "The job's duration so far (`ray_job_duration_s`).", pull="MAX(duration_s)"),
+        Column("actors_alive", "DOUBLE", "Most live actors at one scrape in the minute.", pull="MAX(actors)"),
+        Column("tasks_running", "DOUBLE", "Most running tasks at one scrape in the minute.", pull="MAX(running)"),
     ),
 )
 

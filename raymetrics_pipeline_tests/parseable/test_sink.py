@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from raymetrics_pipeline.ingest.cycle import run_cycle
+from raymetrics_pipeline.ingest.health import PREFIX, TARGET_ATTRIBUTE, UP
 from raymetrics_pipeline.ingest.prometheus import LabelSet, parse
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.encode import JSON
@@ -45,10 +46,28 @@ def test_a_cycle_ships_every_target_and_reports_each(tmp_path, parseable):
     assert by_target[odd.target].parse_errors == 1 and "line 2" in by_target[odd.target].first_parse_errors[0]
     assert by_target[down.target].error == "HTTP 503"
     assert result.targets_up == 2
-    assert len(rows) == result.totals()["data_points"] == by_target[ray.target].data_points + 1
+    ray_rows = [row for row in rows if not row["metric_name"].startswith(PREFIX)]
+    assert len(ray_rows) == result.totals()["data_points"] == by_target[ray.target].data_points + 1
     assert {row["cluster_id"] for row in rows} == {"c1"}
+    assert {row[TARGET_ATTRIBUTE] for row in ray_rows} == {ray.target, odd.target}
+
+    # Each target's own figures, on its rows, at its scrape time; then the delivery's.
+    up = {row[TARGET_ATTRIBUTE]: row for row in rows if row["metric_name"] == UP}
+    assert {target: row["data_point_value"] for target, row in up.items()} == {
+        ray.target: 1.0,
+        odd.target: 1.0,
+        down.target: 0.0,
+    }
+    ray_times = {row["time_unix_nano"] for row in ray_rows if row[TARGET_ATTRIBUTE] == ray.target}
+    assert ray_times == {up[ray.target]["time_unix_nano"]}
+    figures = {(row.get(TARGET_ATTRIBUTE), row["metric_name"]): row.get("data_point_value") for row in rows}
+    assert figures[(odd.target, PREFIX + "scrape_parse_errors")] == 1.0
+    assert figures[(ray.target, PREFIX + "scrape_samples")] == parse(TEXT).sample_count
+    assert figures[(ray.target, PREFIX + "scrape_bytes")] == len(TEXT.encode())
+    assert figures[(None, PREFIX + "delivery_http_status")] == 200.0
+    assert figures[(None, PREFIX + "spool_bodies")] == 0.0
     delivery = result.delivery
-    assert delivery.bodies_sent == 1 and delivery.http_statuses == [200] and delivery.bodies_spooled == 0
+    assert delivery.bodies_sent == 2 and delivery.http_statuses == [200] and delivery.bodies_spooled == 0
     assert delivery.delivered and delivery.failure is None
     assert delivery.bytes_compressed < delivery.bytes_raw
 
@@ -59,7 +78,9 @@ def test_nothing_is_lost_while_parseable_is_down(tmp_path):
         outage = [
             cycle(f"http://127.0.0.1:{port}", tmp_path, [ray.target], budget_seconds=1.0).delivery for _ in range(2)
         ]
-        assert [d.bodies_spooled for d in outage] == [1, 1] and outage[-1].spool_pending == 2
+        # Each cycle spools its scrape and its own delivery figures.
+        assert [d.bodies_spooled for d in outage] == [2, 2] and outage[-1].spool_pending == 4
+        assert outage[-1].last_http_status == 0 and outage[-1].spool_oldest_age_seconds > 0
         assert all("cannot reach Parseable" in d.errors[0] for d in outage)
         assert "kept in the spool" in outage[-1].failure and not outage[-1].delivered
 
@@ -67,9 +88,12 @@ def test_nothing_is_lost_while_parseable_is_down(tmp_path):
             recovery = cycle(parseable.url, tmp_path, [ray.target])
             rows = parseable.rows("raymetrics")
     delivered = recovery.delivery
-    assert delivered.bodies_sent == 1 and delivered.spooled_bodies_delivered == 2 and delivered.spool_pending == 0
-    assert len(rows) == 3 * recovery.totals()["data_points"]
-    assert len({row["time_unix_nano"] for row in rows}) == 3, "each scrape keeps its own sample time"
+    assert delivered.bodies_sent == 2 and delivered.spooled_bodies_delivered == 4 and delivered.spool_pending == 0
+    ray_rows = [row for row in rows if not row["metric_name"].startswith(PREFIX)]
+    assert len(ray_rows) == 3 * recovery.totals()["data_points"]
+    assert len({row["time_unix_nano"] for row in ray_rows}) == 3, "each scrape keeps its own sample time"
+    spooled = [row["data_point_value"] for row in rows if row["metric_name"] == PREFIX + "spool_bodies"]
+    assert sorted(spooled) == [0.0, 1.0, 3.0], "the outage shows in the spool's depth, then its recovery"
 
 
 def test_a_body_parseable_can_never_take_is_set_aside(tmp_path, parseable):

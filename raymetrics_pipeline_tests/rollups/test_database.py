@@ -12,7 +12,8 @@ NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 def node_minute(minute: datetime, cpu: float = 50.0) -> dict:
     return {"minute": minute.strftime("%Y-%m-%dT%H:%M:%S"), "cluster_id": "", "session_name": "s1", "node": "n1",
-            "cpu_percent_avg": cpu, "mem_used_avg": 2.0, "mem_used_max": 3.0, "mem_total": 4.0}  # fmt: skip
+            "cpu_percent_avg": cpu, "mem_used_avg": 2.0, "mem_used_max": 3.0, "mem_total": 4.0,
+            "mem_pressure_max": 0.75}  # fmt: skip
 
 
 def test_old_rollups_expire_and_summaries_stay(tmp_path):
