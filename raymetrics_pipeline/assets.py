@@ -14,7 +14,13 @@ from pathlib import Path
 import dagster as dg
 
 from raymetrics_pipeline.metadata import metadata_from
-from raymetrics_pipeline.resources import MetricsBackendResource, RollupsDatabase, RollupSettings
+from raymetrics_pipeline.resources import (
+    INGESTION_FRESHNESS_MINUTES,
+    MetricsBackendResource,
+    RollupsDatabase,
+    RollupSettings,
+    rollup_start,
+)
 from raymetrics_pipeline.rollups.comparison import compare
 from raymetrics_pipeline.rollups.database import WindowWritten, refresh_summaries, replace_window
 from raymetrics_pipeline.rollups.pull import missing_columns, pull
@@ -22,7 +28,8 @@ from raymetrics_pipeline.rollups.tables import MINUTE_TABLES, NODE_MINUTE, SUMMA
 
 RAYMETRICS_ASSET_KEY = dg.AssetKey("raymetrics")
 OWNERS = ["team:raymetrics"]
-HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", end_offset=1)
+# From RAYMETRICS_ROLLUP_START_DAYS (default 7) days before today, midnight UTC, to the current hour.
+HOURLY = dg.HourlyPartitionsDefinition(start_date=rollup_start(), end_offset=1)
 DUCKDB_POOL = "duckdb"
 SCHEMA_CHECK = "rollup_columns_present"
 
@@ -49,6 +56,9 @@ def raymetrics_in(backend: MetricsBackendResource) -> dg.AssetSpec:
         kinds=backend.kinds,
         owners=OWNERS,
         metadata={"location": backend.location},
+        # Asset health turns stale when no scrape run has delivered for this long (the freshness daemon,
+        # every 30 s); each delivery also evaluates raymetrics_is_fresh, and the scheduled check reads the data.
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=INGESTION_FRESHNESS_MINUTES)),
     )
 
 
@@ -171,6 +181,8 @@ def ray_run_comparison(
     chart = Path(rollup_settings.reports_dir) / "ray_run_comparison.png"
     chart.parent.mkdir(parents=True, exist_ok=True)
     chart.write_bytes(result.png)
+    if not result.sessions:
+        context.log.warning(result.markdown)
     return dg.MaterializeResult(
         metadata={
             "comparison": dg.MetadataValue.md(result.markdown),

@@ -1,11 +1,25 @@
-"""Asset checks: are metrics still arriving, are the rollups fresh and whole, is anything under pressure."""
+"""Asset checks: are metrics still arriving, are the rollups fresh and whole, is anything under pressure.
+
+``raymetrics_is_fresh`` is evaluated two ways, so the UI always shows a verdict on the latest
+materialization of ``raymetrics``: every scrape run that delivers records one, judged from what
+it delivered (``delivery_freshness``), and the reports schedule runs the check itself, which reads
+the newest Ray sample in the dataset and so fails once data stops arriving (no scrape run then
+materializes the asset, and the scheduled evaluation is the one shown).
+"""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from raymetrics_pipeline.assets import DUCKDB_POOL, RAYMETRICS_ASSET_KEY
-from raymetrics_pipeline.resources import MetricsBackendResource, RollupsDatabase, RollupSettings
+from raymetrics_pipeline.dataset.query import QueryError
+from raymetrics_pipeline.ingest import health
+from raymetrics_pipeline.resources import (
+    INGESTION_FRESHNESS_MINUTES,
+    MetricsBackendResource,
+    RollupsDatabase,
+    RollupSettings,
+)
 from raymetrics_pipeline.rollups.database import (
     MEMORY_PRESSURE,
     OBJECT_STORE_PRESSURE,
@@ -24,23 +38,91 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+FRESHNESS_CHECK = "raymetrics_is_fresh"
+# The pipeline's own figures share the dataset; only Ray's samples count as fresh data.
+OWN_METRICS_PREFIX = health.PREFIX
+RUN_ROLLUPS = (
+    "refresh_rollups fills them every 5 minutes (rollups_schedule) once scrape runs have delivered metrics; to "
+    "fill them now, launch refresh_rollups for the current hour (UI: Jobs → refresh_rollups → Materialize, pick "
+    "the hour), then refresh_reports."
+)
+
+
 @dg.asset_check(
     asset=RAYMETRICS_ASSET_KEY,
+    name=FRESHNESS_CHECK,
     description="The newest Ray sample in the dataset is at most RollupSettings.ingestion_freshness_minutes old "
-    "(default 2), read with a window that ends in the future so the current minute counts.",
+    "(default 2), read with a window that ends in the future so the current minute counts. Every scrape run that "
+    "delivers also records this check, judged from the samples it delivered.",
 )
-def raymetrics_is_fresh(backend: MetricsBackendResource, rollup_settings: RollupSettings) -> dg.AssetCheckResult:
+def raymetrics_is_fresh(
+    context: dg.AssetCheckExecutionContext, backend: MetricsBackendResource, rollup_settings: RollupSettings
+) -> dg.AssetCheckResult:
     now = datetime.now(UTC)
-    with backend.query() as query:
-        (row,) = query.query(f'SELECT MAX(time_unix_nano) AS newest FROM "{query.stream}"', now - timedelta(hours=1))
+    metadata = {
+        "dataset": backend.location,
+        "threshold_minutes": rollup_settings.ingestion_freshness_minutes,
+        "judged_by": "the newest Ray sample time in the dataset (the pipeline's own raymetrics_pipeline_* "
+        "figures left out), read by this check",
+    }
+    try:
+        with backend.query() as query:
+            (row,) = query.query(
+                f'SELECT MAX(time_unix_nano) AS newest FROM "{query.stream}" '
+                f"WHERE metric_name NOT LIKE '{OWN_METRICS_PREFIX}%'",
+                now - timedelta(hours=1),
+            )
+    except QueryError as error:
+        if context.instance.get_latest_materialization_event(RAYMETRICS_ASSET_KEY) is None:
+            # Nothing has ever been delivered: a new installation, not data that stopped.
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    **metadata,
+                    "newest_sample": "no data yet: no scrape run has delivered anything",
+                    "what_to_do": "Start Ray with metrics; ray_metrics_sensor launches scrape runs once an "
+                    "endpoint answers (its ticks say why not).",
+                    "error": str(error),
+                },
+            )
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={**metadata, "newest_sample": "unknown: the dataset could not be read", "error": str(error)},
+        )
     threshold = timedelta(minutes=rollup_settings.ingestion_freshness_minutes)
-    metadata = {"dataset": query.location, "threshold_minutes": rollup_settings.ingestion_freshness_minutes}
     if row["newest"] is None:
         return dg.AssetCheckResult(passed=False, metadata={**metadata, "newest_sample": "none in the last hour"})
     lag = now - _utc(row["newest"])
     return dg.AssetCheckResult(
         passed=lag <= threshold,
         metadata={**metadata, "newest_sample": row["newest"], "lag_seconds": round(lag.total_seconds(), 1)},
+    )
+
+
+def delivery_freshness(newest_sample: datetime | None, data_points: int, location: str) -> dg.AssetCheckEvaluation:
+    """``raymetrics_is_fresh`` as a scrape run judges it from what it just delivered: the time of its newest Ray
+    sample (``None`` when it delivered none, e.g. every endpoint failed)."""
+    now = datetime.now(UTC)
+    metadata = {
+        "dataset": location,
+        "threshold_minutes": INGESTION_FRESHNESS_MINUTES,
+        "judged_by": "the Ray samples this scrape run delivered",
+        "data_points": data_points,
+    }
+    if newest_sample is None or not data_points:
+        metadata["newest_sample"] = "none: this run delivered no Ray sample"
+        return dg.AssetCheckEvaluation(
+            asset_key=RAYMETRICS_ASSET_KEY, check_name=FRESHNESS_CHECK, passed=False, metadata=metadata
+        )
+    lag = now - newest_sample
+    metadata["newest_sample"] = newest_sample.isoformat(timespec="milliseconds")
+    metadata["lag_seconds"] = round(lag.total_seconds(), 1)
+    return dg.AssetCheckEvaluation(
+        asset_key=RAYMETRICS_ASSET_KEY,
+        check_name=FRESHNESS_CHECK,
+        passed=lag <= timedelta(minutes=INGESTION_FRESHNESS_MINUTES),
+        metadata=metadata,
     )
 
 
@@ -57,8 +139,12 @@ def node_minute_is_fresh_and_complete(
     with rollups_db.writer(context.log) as connection:
         newest = newest_minute(connection)
         gaps = node_gaps(connection, now - LOOK_BACK)
-    if newest is None:
-        return dg.AssetCheckResult(passed=False, metadata={"newest_minute": "no rollups yet"})
+    if newest is None:  # a new installation: a warning that says what fills them, not an error
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"newest_minute": "no rollups yet", "what_to_do": RUN_ROLLUPS},
+        )
     lag_minutes = (now.replace(tzinfo=None) - newest).total_seconds() / 60
     listed = [
         f"{cluster or '(no cluster)'} / {session} / {node}: {start:%Y-%m-%d %H:%M}–{end:%H:%M} ({minutes} min)"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from raymetrics_pipeline.assets import DUCKDB_POOL, RAYMETRICS_ASSET_KEY
+from raymetrics_pipeline.checks import delivery_freshness
 from raymetrics_pipeline.common import markdown
 from raymetrics_pipeline.ingest.cycle import CycleResult, run_cycle
 from raymetrics_pipeline.ingest.targets import TargetError
@@ -75,11 +76,14 @@ def scrape_and_ship_metrics(
             )
         ) from error
     metadata = cycle_metadata(cycle, discovery.source, metrics_backend.location)
+    failed = {target.target: target.error for target in cycle.targets if target.error}
     for target in cycle.targets:
         if target.error:
             context.log.warning(f"scrape of {target.target} failed: {target.error}")
         for parse_error in target.first_parse_errors:
             context.log.warning(f"{target.target}: skipped {parse_error}")
+    if failed and cycle.targets_up:
+        context.log.warning(discovery.partly_unreachable(failed))
     delivery = cycle.delivery
     if delivery.delivered:
         context.log_event(
@@ -89,12 +93,18 @@ def scrape_and_ship_metrics(
                 metadata=metadata,
             )
         )
+        # Judged on this materialization, so the UI shows a verdict on the latest one instead of "Not evaluated".
+        newest = cycle.newest_sample_unix_nano
+        newest_sample = None if newest is None else datetime.fromtimestamp(newest / 1e9, UTC)
+        context.log_event(delivery_freshness(newest_sample, metadata["data_points"], metadata["destination"]))
     for warning in delivery.warnings:
         context.log.warning(warning)
     if delivery.failure:
         raise dg.Failure(description=delivery.failure, metadata=metadata)
     if discovery.targets and not cycle.targets_up:
-        raise dg.Failure(description="Every Ray metrics endpoint failed to answer.", metadata=metadata)
+        raise dg.Failure(
+            description=discovery.unreachable_reason(failed, "Every Ray metrics endpoint failed"), metadata=metadata
+        )
     return dg.Output(None, metadata=metadata)
 
 

@@ -15,6 +15,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -147,12 +148,16 @@ class RollupsDatabase(DuckDBResource):
             yield connection
 
 
+# The newest Ray sample may be this old before `raymetrics_is_fresh` fails.
+INGESTION_FRESHNESS_MINUTES = 2.0
+
+
 class RollupSettings(dg.ConfigurableResource):
     """How long rollups are kept, when metrics count as late, where report files go."""
 
     reports_dir: str
     retention_days: float = 400.0
-    ingestion_freshness_minutes: float = 2.0
+    ingestion_freshness_minutes: float = INGESTION_FRESHNESS_MINUTES
     rollup_freshness_minutes: float = 15.0
 
 
@@ -183,6 +188,25 @@ def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
 
 def _days(name: str, environ: Mapping[str, str], default: float) -> float:
     return _number(name, environ, default, lambda days: days > 0, f"give a number of days above 0, e.g. {default:g}")
+
+
+ROLLUP_START_DAYS = "RAYMETRICS_ROLLUP_START_DAYS"
+MAX_ROLLUP_START_DAYS = 3660
+
+
+def rollup_start(environ: Mapping[str, str] | None = None, now: datetime | None = None) -> datetime:
+    """Where the hourly rollup partitions begin: midnight UTC, ``RAYMETRICS_ROLLUP_START_DAYS`` (default 7) days
+    before today, so the UI offers only hours that can hold data and "Materialize all" stays small."""
+    environ = os.environ if environ is None else environ
+    days = _number(
+        ROLLUP_START_DAYS,
+        environ,
+        7,
+        lambda value: 0 <= value <= MAX_ROLLUP_START_DAYS and value == int(value),
+        f"give a whole number of days from 0 (today) to {MAX_ROLLUP_START_DAYS}, e.g. 7",
+    )
+    today = (now or datetime.now(UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=int(days))
 
 
 def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:

@@ -1,5 +1,7 @@
 """Asset checks and the guards around the rollups: freshness, gaps, pressure, missing columns, a held lock."""
 
+import asyncio
+import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +13,11 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, raymetrics_in
+# What the UI's GraphQL (AssetCheck.executionForLatestMaterialization) uses to decide whether the latest
+# evaluation is shown; Dagster has no public way to build its loading context outside a server.
+from dagster._core.loader import LoadingContextForTest
+
+from raymetrics_pipeline.assets import HOURLY, RAYMETRICS_ASSET_KEY, minute_rollups, raymetrics_in
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
@@ -21,10 +27,13 @@ from raymetrics_pipeline.checks import (
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.jobs import scrape_and_ship
 from raymetrics_pipeline.localstore.rows import rows_table
 from raymetrics_pipeline.localstore.store import LocalStore
+from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource, RollupSettings
 from raymetrics_pipeline.rollups.database import ensure_schema
 from raymetrics_pipeline_tests.backends import local_backend, rollup_resources
+from raymetrics_pipeline_tests.exporters import Exporter
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TEXT = 'ray_node_cpu_utilization{ip="10.0.0.1",SessionName="s1"} 50\n'
@@ -39,14 +48,14 @@ def write_sample(tmp_path, sampled: datetime, text: str = TEXT) -> None:
     LocalStore(tmp_path / "store").write(rows_table(scrapes, sampled), sampled)
 
 
-def run_checks(instance, tmp_path, *checks) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(instance, tmp_path, *checks, **resource_overrides) -> dict[str, dg.AssetCheckEvaluation]:
     """Run ``checks`` as the reports job does, with nothing else selected."""
     job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
     defs = dg.Definitions(
         assets=[raymetrics_in(local_backend(tmp_path)), minute_rollups],
         asset_checks=list(checks),
         jobs=[job],
-        resources=resources(tmp_path),
+        resources={**resources(tmp_path), **resource_overrides},
     )
     result = defs.resolve_job_def("checks_only").execute_in_process(instance=instance, raise_on_error=False)
     return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
@@ -58,6 +67,104 @@ def test_ingestion_freshness_measures_the_newest_sample(instance, tmp_path, age_
     evaluation = run_checks(instance, tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
     assert evaluation.passed is passed
     assert evaluation.metadata["lag_seconds"].value == pytest.approx(age_seconds, abs=20)
+
+
+def shown(instance, check: dg.AssetChecksDefinition):
+    """The evaluation the UI shows for ``check``: the latest one, if it is about the latest materialization
+    (otherwise the UI says "Not evaluated"); None when there is none to show."""
+    record = instance.get_latest_asset_check_evaluation_record(check.check_key)
+    if record and asyncio.run(record.targets_latest_materialization(LoadingContextForTest(instance))):
+        return record
+    return None
+
+
+def scrape_into_local_store(instance, tmp_path, text: str) -> dg.ExecuteInProcessResult:
+    with Exporter(text) as ray:
+        return scrape_and_ship.execute_in_process(
+            resources={"ray_metrics": RayMetricsSource(targets=ray.target), "backend": local_backend(tmp_path)},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def test_every_scrape_run_evaluates_freshness_and_a_stop_shows_as_failed(instance, tmp_path):
+    """A scrape run's own verdict is what the UI shows after each materialization; once data stops (no run
+    materializes any more), the scheduled check's failure is what it shows."""
+    assert shown(instance, raymetrics_is_fresh) is None
+    result = scrape_into_local_store(instance, tmp_path, TEXT)
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    record = shown(instance, raymetrics_is_fresh)
+    assert record is not None and record.status.value == "SUCCEEDED"
+    assert record.run_id == result.run_id and evaluation.passed
+    metadata = {key: value.value for key, value in record.evaluation.metadata.items()}
+    assert metadata["judged_by"] == "the Ray samples this scrape run delivered" and metadata["data_points"] == 1
+    assert 0 <= metadata["lag_seconds"] < 5 and metadata["threshold_minutes"] == 2.0
+    newest = datetime.fromisoformat(metadata["newest_sample"])
+    assert abs((datetime.now(UTC) - newest).total_seconds()) < 5
+
+    # Scraping stops; the reports schedule runs the check once the newest sample is past the threshold.
+    time.sleep(1.2)
+    stale = RollupSettings(reports_dir=str(tmp_path / "comparison"), ingestion_freshness_minutes=0.01)
+    scheduled = run_checks(instance, tmp_path, raymetrics_is_fresh, rollup_settings=stale)["raymetrics_is_fresh"]
+    assert not scheduled.passed and scheduled.severity == dg.AssetCheckSeverity.ERROR
+    record = shown(instance, raymetrics_is_fresh)
+    assert record is not None and record.status.value == "FAILED"
+    assert record.run_id != result.run_id and record.evaluation.metadata["lag_seconds"].value >= 1
+
+
+def test_a_scrape_run_that_delivers_old_samples_fails_freshness(instance, tmp_path):
+    """Samples that carry their own timestamp, ten minutes old: delivered, but not fresh."""
+    old = int((datetime.now(UTC) - timedelta(minutes=10)).timestamp() * 1000)
+    result = scrape_into_local_store(instance, tmp_path, f'ray_node_cpu_utilization{{ip="10.0.0.1"}} 50 {old}\n')
+    assert result.success
+    record = shown(instance, raymetrics_is_fresh)
+    assert record is not None and record.status.value == "FAILED"
+    assert record.evaluation.metadata["lag_seconds"].value == pytest.approx(600, abs=10)
+
+
+def test_a_scrape_run_whose_endpoints_all_fail_names_them_and_what_to_check(instance, tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{closed.getsockname()[1]}"
+        result = scrape_and_ship.execute_in_process(
+            resources={"ray_metrics": RayMetricsSource(targets=target), "backend": local_backend(tmp_path)},
+            instance=instance,
+            raise_on_error=False,
+        )
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"Every Ray metrics endpoint failed (1 target from RAY_METRICS_TARGETS: {target} ConnectError" in message
+    assert "Is Ray running on those hosts" in message
+    for evaluation in result.get_asset_check_evaluations():  # if the run delivered anything, its verdict is a fail
+        assert not evaluation.passed and evaluation.metadata["newest_sample"].value.startswith("none")
+
+
+def test_with_no_data_ever_delivered_freshness_warns_instead_of_erroring(instance, tmp_path):
+    evaluation = run_checks(instance, tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["newest_sample"].value == "no data yet: no scrape run has delivered anything"
+    assert "holds no data yet" in evaluation.metadata["error"].value
+
+
+def test_a_dataset_that_cannot_be_read_after_deliveries_fails_freshness(instance, tmp_path):
+    instance.report_runless_asset_event(dg.AssetMaterialization(RAYMETRICS_ASSET_KEY))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = ParseableResource(
+            url=f"http://127.0.0.1:{closed.getsockname()[1]}", username="u", password="p", data_dir=str(tmp_path)
+        )
+        evaluation = run_checks(instance, tmp_path, raymetrics_is_fresh, backend=down)["raymetrics_is_fresh"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "did not answer" in evaluation.metadata["error"].value
+
+
+def test_the_pipelines_own_figures_do_not_count_as_fresh_ray_data(instance, tmp_path):
+    write_sample(tmp_path, datetime.now(UTC) - timedelta(minutes=30))
+    write_sample(tmp_path, datetime.now(UTC), "raymetrics_pipeline_up 0\n")
+    evaluation = run_checks(instance, tmp_path, raymetrics_is_fresh)["raymetrics_is_fresh"]
+    assert not evaluation.passed
+    assert evaluation.metadata["lag_seconds"].value == pytest.approx(1800, abs=30)
 
 
 def fill_node_minutes(tmp_path, minutes: list[datetime], pressure: float = 0.5) -> None:
@@ -195,4 +302,6 @@ def test_on_a_fresh_rollups_file_the_checks_report_instead_of_erroring(instance,
     assert set(evaluations) == {"node_minute_is_fresh_and_complete", "node_memory_pressure", "object_store_pressure"}
     fresh = evaluations["node_minute_is_fresh_and_complete"]
     assert not fresh.passed and fresh.metadata["newest_minute"].value == "no rollups yet"
+    assert fresh.severity == dg.AssetCheckSeverity.WARN, "nothing yet is a warning, not an error"
+    assert "refresh_rollups" in fresh.metadata["what_to_do"].value
     assert evaluations["node_memory_pressure"].passed and evaluations["object_store_pressure"].passed

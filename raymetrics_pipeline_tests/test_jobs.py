@@ -1,5 +1,8 @@
 """The scrape_and_ship job through Dagster: real exporters, the Parseable double, a test instance."""
 
+import json
+import logging
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -170,3 +173,34 @@ def test_rollup_retention_runs_as_its_own_job_and_keeps_recent_minutes(instance,
     assert step_metadata(result)["deleted_rows"] == 1
     with duckdb.connect(str(tmp_path / "rollups.duckdb"), read_only=True) as connection:
         assert connection.execute("SELECT COUNT(*) FROM node_minute").fetchall() == [(1,)]
+
+
+def test_a_run_where_some_endpoints_refuse_ships_the_others_and_says_what_to_check(instance, tmp_path):
+    """A Ray discovery file (linked into its session folder, as Ray 2.60 writes it) listing a live endpoint and one
+    whose port nothing listens on any more."""
+    session = "session_2026-11-30_07-30-55_508794_18017"
+    with Exporter(TEXT) as ray, socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{closed.getsockname()[1]}"
+        session_file = tmp_path / "ray" / session / "prom_metrics_service_discovery.json"
+        session_file.parent.mkdir(parents=True)
+        session_file.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": [ray.target, gone]}]))
+        legacy = tmp_path / "ray" / "prom_metrics_service_discovery.json"
+        legacy.symlink_to(session_file)
+        result = scrape_and_ship.execute_in_process(
+            resources={"ray_metrics": RayMetricsSource(discovery_file=str(legacy)), "backend": local_backend(tmp_path)},
+            instance=instance,
+        )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("scrape_and_ship_metrics")
+    assert materialization.metadata["targets_up"].value == 1
+    warnings = [
+        record.user_message
+        for record in instance.all_logs(result.run_id)
+        if record.level == logging.WARNING and "did not answer" in record.user_message
+    ]
+    (warning,) = warnings
+    assert warning.startswith(f"1 of 2 Ray metrics endpoints did not answer ({gone} ConnectError")
+    assert "the others were scraped. Is Ray running?" in warning and "set RAY_METRICS_HOST" in warning
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "raymetrics_is_fresh" and evaluation.passed

@@ -54,7 +54,10 @@ def test_a_full_scrape_of_a_real_head_is_shipped(head, how, tmp_path, instance, 
     )
     assert metadata["targets"] == metadata["targets_up"] == 3, metadata
     assert metadata["parse_errors"] == 0 and metadata["bodies_spooled"] == 0, metadata
-    assert metadata["data_points"] == len(rows) > 300, metadata
+    ray_rows = [r for r in rows if not r["metric_name"].startswith("raymetrics_pipeline_")]
+    assert metadata["data_points"] == len(ray_rows) > 300, metadata
+    up = {r["service.instance.id"]: r["data_point_value"] for r in rows if r["metric_name"] == "raymetrics_pipeline_up"}
+    assert up == dict.fromkeys(head.metrics_targets(), 1.0)
     cpu = [r for r in rows if r["metric_name"] == "ray_node_cpu_utilization"]
     assert cpu and cpu[0]["SessionName"] == head.session_name and "ip" in cpu[0]
     assert {r["metric_type"] for r in rows} >= {"gauge", "sum"}

@@ -58,6 +58,7 @@ class TargetOutcome:
     parse_errors: int = 0
     non_finite_values: int = 0
     first_parse_errors: tuple[str, ...] = ()
+    newest_sample_unix_nano: int | None = None  # the scrape time, unless the target stamps its samples
 
     @property
     def up(self) -> bool:
@@ -73,6 +74,11 @@ class CycleResult:
     @property
     def targets_up(self) -> int:
         return sum(target.up for target in self.targets)
+
+    @property
+    def newest_sample_unix_nano(self) -> int | None:
+        """The time of the newest Ray sample the cycle handed on (None when no target served one)."""
+        return max((t.newest_sample_unix_nano for t in self.targets if t.newest_sample_unix_nano), default=None)
 
     def totals(self) -> dict[str, int]:
         """Every count of the targets' outcomes (samples, data points, parse errors, ...) summed over targets."""
@@ -99,6 +105,7 @@ def convert(result: ScrapeResult, resource: LabelSet) -> tuple[TargetOutcome, ot
     # The figures share the time of the rows they describe: the scrape time, unless the target stamps its
     # samples (a federating Prometheus, or a replayed recording), then the newest of those.
     sampled_at = max((point.time_unix_nano for metric in metrics for point in metric.points), default=None)
+    outcome = replace(outcome, newest_sample_unix_nano=sampled_at)
     figures = health.gauges(scrape_figures(outcome), sampled_at or result.scrape_time_unix_nano)
     return outcome, otlp.ResourceMetrics(health.target_resource(resource, result.target), metrics + figures)
 

@@ -1,4 +1,4 @@
-"""Concurrent scrapes of Prometheus endpoints, each cut off at a total deadline.
+"""Concurrent scrapes of Prometheus endpoints, each cut off at a total deadline, and a cheap probe of them.
 
 httpx's timeouts are per phase (connect, each read), so an endpoint that drips a byte a
 second would never time out; the whole request is therefore wrapped in one deadline.
@@ -7,7 +7,10 @@ second would never time out; the whole request is therefore wrapped in one deadl
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 
 import httpx
@@ -77,3 +80,52 @@ async def scrape_all_async(targets: list[str], timeout_seconds: float, max_concu
 def scrape_all(targets: list[str], timeout_seconds: float, max_concurrency: int = 16) -> list[ScrapeResult]:
     """Scrape every target at once; one slow, dead or broken target never holds up the others."""
     return asyncio.run(scrape_all_async(targets, timeout_seconds, max_concurrency))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a target accepted a TCP connection; ``error`` says why not."""
+
+    target: str
+    error: str = ""
+
+    @property
+    def answers(self) -> bool:
+        return not self.error
+
+
+def _split(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _connect(target: str, timeout_seconds: float) -> Probe:
+    try:
+        with socket.create_connection(_split(target), timeout=timeout_seconds):
+            return Probe(target)
+    except ConnectionRefusedError:
+        return Probe(target, "connection refused")
+    except TimeoutError:
+        return Probe(target, f"no answer within {timeout_seconds:g} s")
+    except socket.gaierror as error:
+        return Probe(target, f"unknown host ({error.strerror})")
+    except (OSError, ValueError) as error:
+        return Probe(target, getattr(error, "strerror", None) or str(error) or type(error).__name__)
+
+
+def probe_all(targets: list[str], timeout_seconds: float = 0.5, max_concurrency: int = 64) -> list[Probe]:
+    """Try a TCP connection to every ``host:port`` at once, in about ``timeout_seconds`` at most in total.
+
+    Only opens and closes a connection (no HTTP), so it costs the targets nothing. A target not
+    done in time (a slow name lookup, more targets than ``max_concurrency``) counts as not answering.
+    """
+    if not targets:
+        return []
+    pool = ThreadPoolExecutor(max_workers=min(max_concurrency, len(targets)), thread_name_prefix="probe")
+    futures = [pool.submit(_connect, target, timeout_seconds) for target in targets]
+    done, _ = wait_for_futures(futures, timeout=timeout_seconds + 0.2)
+    pool.shutdown(wait=False, cancel_futures=True)  # never wait for a lookup that hangs
+    return [
+        future.result() if future in done else Probe(target, f"no answer within {timeout_seconds:g} s")
+        for target, future in zip(targets, futures, strict=True)
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class Discovery:
     targets: tuple[str, ...]
     source: str  # which setting the targets came from
     detail: str = ""  # why there are none, when there are none
+    origin: str = ""  # the file or URL the targets were read from
+    session: str = ""  # the Ray session the discovery file belongs to, when that can be known
+    host_override: str = ""  # RAY_METRICS_HOST, when it replaced the discovered hosts
 
     def skip_reason(self) -> str:
         return (
@@ -44,6 +48,68 @@ class Discovery:
             f"http://<head>:8265, or RAY_PROM_DISCOVERY_FILE to Ray's "
             f"prom_metrics_service_discovery.json."
         )
+
+    def describe(self) -> str:
+        """Where the targets came from, e.g. ``3 targets from RAY_PROM_DISCOVERY_FILE /tmp/ray/..., session ...``."""
+        text = f"{len(self.targets)} target{'s' if len(self.targets) != 1 else ''} from {self.source}"
+        text += f" {self.origin}" if self.origin else ""
+        text += f", session {self.session}" if self.session else ""
+        return text + (f", host replaced by RAY_METRICS_HOST={self.host_override}" if self.host_override else "")
+
+    def advice(self) -> str:
+        """What to check when endpoints do not answer, for where the targets came from."""
+        reach = (
+            "If Ray is running but this machine cannot reach these addresses (port-forward, NAT, a container, "
+            "a node that reports an interface address this machine has no route to), set RAY_METRICS_HOST to the "
+            "host that reaches them."
+        )
+        if self.host_override:
+            reach = f"Check that RAY_METRICS_HOST={self.host_override} reaches the nodes' metrics ports."
+        if self.source == "RAY_METRICS_TARGETS":
+            return (
+                "Is Ray running on those hosts, started with --metrics-export-port (e.g. "
+                f"`{START_RAY_HINT}`)? Check that RAY_METRICS_TARGETS lists their metrics host:port."
+            )
+        if self.source == "RAY_DASHBOARD_URL":
+            return (
+                "Is Ray running? The dashboard still lists these endpoints, so check that the nodes are up and "
+                f"their metrics ports are open to this machine. {reach}"
+            )
+        return (
+            "Is Ray running? `ray stop` leaves the discovery file behind, still listing the stopped session's "
+            f"ports: start Ray (`{START_RAY_HINT}`) or set RAY_PROM_DISCOVERY_FILE to the running cluster's "
+            f"file. {reach}"
+        )
+
+    def unreachable_reason(self, errors: Mapping[str, str], headline: str = "No Ray metrics endpoint answers") -> str:
+        """Why no endpoint answers (``errors``: target → what happened) and what to check."""
+        return f"{headline} ({self.describe()}: {_listing(errors)}). {self.advice()}"
+
+    def partly_unreachable(self, errors: Mapping[str, str]) -> str:
+        """Some endpoints did not answer (``errors``), the others did: which, and what to check."""
+        return (
+            f"{len(errors)} of {len(self.targets)} Ray metrics endpoints did not answer ({_listing(errors)}); "
+            f"the others were scraped. {self.advice()}"
+        )
+
+
+LISTED_TARGETS = 5  # named in a message; the rest are counted
+
+
+def _listing(errors: Mapping[str, str]) -> str:
+    items = [f"{target} {error}" for target, error in list(errors.items())[:LISTED_TARGETS]]
+    more = len(errors) - LISTED_TARGETS
+    return "; ".join(items) + (f"; and {more} more" if more > 0 else "")
+
+
+def session_of(path: Path) -> str:
+    """The Ray session a discovery file belongs to: Ray 2.60 writes it as ``<temp_dir>/<session>/...`` and links
+    ``<temp_dir>/prom_metrics_service_discovery.json`` to it. Empty when that cannot be told (a copy, say)."""
+    try:
+        folder = path.resolve(strict=True).parent.name
+    except (OSError, RuntimeError):  # gone, or a symlink loop
+        return ""
+    return folder if folder.startswith("session_") else ""
 
 
 def parse_target(text: str, setting: str) -> tuple[str, int]:
@@ -96,7 +162,7 @@ def discover(settings: TargetSettings, timeout_seconds: float = 2.0) -> Discover
         except (httpx.HTTPError, ValueError) as error:
             return Discovery((), "RAY_DASHBOARD_URL", f"GET {url} failed: {type(error).__name__}: {error}")
         targets = _targets_from_sd(document, f"RAY_DASHBOARD_URL ({url})")
-        source = "RAY_DASHBOARD_URL"
+        source, origin, session = "RAY_DASHBOARD_URL", url, ""
     else:
         path = Path(settings.discovery_file or DEFAULT_DISCOVERY_FILE)
         try:
@@ -111,10 +177,11 @@ def discover(settings: TargetSettings, timeout_seconds: float = 2.0) -> Discover
             # Ray rewrites this file in place; a torn read is retried next tick.
             return Discovery((), "RAY_PROM_DISCOVERY_FILE", f"{path} is not valid JSON (being rewritten?)")
         targets = _targets_from_sd(document, f"RAY_PROM_DISCOVERY_FILE ({path})")
-        source = "RAY_PROM_DISCOVERY_FILE"
+        source, origin, session = "RAY_PROM_DISCOVERY_FILE", str(path), session_of(path)
 
-    if settings.host_override.strip():
-        parse_target(f"{settings.host_override.strip()}:1", "RAY_METRICS_HOST")
-        targets = _override_host(targets, settings.host_override.strip())
+    host = settings.host_override.strip()
+    if host:
+        parse_target(f"{host}:1", "RAY_METRICS_HOST")
+        targets = _override_host(targets, host)
     detail = "" if targets else "the discovery document lists no targets"
-    return Discovery(tuple(dict.fromkeys(targets)), source, detail)
+    return Discovery(tuple(dict.fromkeys(targets)), source, detail, origin, session, host)

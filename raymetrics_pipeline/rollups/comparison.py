@@ -19,6 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from raymetrics_pipeline.common import markdown  # noqa: E402
 
 MAX_SESSIONS = 8  # the newest ones; more lines stop being readable
+NOTHING_YET = (
+    "Nothing rolled up yet: session_summary holds no Ray session. The minute rollups are filled by "
+    "refresh_rollups every 5 minutes (rollups_schedule) once scrape runs have delivered metrics, and this "
+    "comparison by the next refresh_reports. To see it now, launch refresh_rollups for the current hour "
+    "(UI: Jobs → refresh_rollups → Materialize, pick the hour), then refresh_reports."
+)
 
 _SESSIONS = f"""
     SELECT cluster_id, session_name, first_seen, duration_minutes, nodes, cpu_percent_avg, cpu_percent_p95,
@@ -102,6 +108,8 @@ def compare(connection: duckdb.DuckDBPyConnection) -> Comparison:
     sessions = _rows(connection, "SELECT * FROM chosen ORDER BY first_seen DESC")
     jobs = _rows(connection, _JOBS)
     png = render_chart(_rows(connection, _OVER_TIME), _rows(connection, _FAILED_BY_TASK))
+    if not sessions:
+        return Comparison([], [], f"{NOTHING_YET}\n", png)
     session_table = _table(
         sessions,
         {

@@ -83,3 +83,66 @@ def test_a_discovery_document_of_the_wrong_shape_is_an_error(tmp_path):
     path.write_text(json.dumps({"targets": ["a:1"]}))
     with pytest.raises(TargetError, match="RAY_PROM_DISCOVERY_FILE"):
         discover(TargetSettings(discovery_file=str(path)))
+
+
+def ray_layout(temp_dir, session: str, document) -> tuple:
+    """Ray 2.60's files: ``<temp_dir>/<session>/prom_metrics_service_discovery.json``, and the legacy path
+    ``<temp_dir>/prom_metrics_service_discovery.json`` a symlink to it."""
+    session_file = temp_dir / session / "prom_metrics_service_discovery.json"
+    session_file.parent.mkdir(parents=True)
+    session_file.write_text(json.dumps(document))
+    legacy = temp_dir / "prom_metrics_service_discovery.json"
+    legacy.symlink_to(session_file)
+    return legacy, session_file
+
+
+SESSION = "session_2026-11-30_07-30-55_508794_18017"
+
+
+def test_the_discovery_file_names_the_ray_session_it_belongs_to(tmp_path):
+    legacy, session_file = ray_layout(tmp_path, SESSION, SD)
+    for path in (legacy, session_file):
+        found = discover(TargetSettings(discovery_file=str(path)))
+        assert (found.source, found.origin, found.session) == ("RAY_PROM_DISCOVERY_FILE", str(path), SESSION)
+        assert found.describe() == f"3 targets from RAY_PROM_DISCOVERY_FILE {path}, session {SESSION}"
+    copy = tmp_path / "copy.json"  # Ray's fallback when it cannot make the symlink: the session cannot be told
+    copy.write_text(session_file.read_text())
+    assert discover(TargetSettings(discovery_file=str(copy))).session == ""
+
+
+def test_a_discovery_file_whose_session_is_gone_is_missing(tmp_path):
+    legacy, session_file = ray_layout(tmp_path, SESSION, SD)
+    session_file.unlink()  # the session folder cleaned away, the legacy symlink left dangling
+    found = discover(TargetSettings(discovery_file=str(legacy)))
+    assert found.targets == () and "does not exist" in found.detail
+
+
+def test_when_nothing_answers_the_reason_names_source_session_targets_and_what_to_check(tmp_path):
+    legacy, _ = ray_layout(tmp_path, SESSION, SD)
+    found = discover(TargetSettings(discovery_file=str(legacy)))
+    errors = {target: "connection refused" for target in found.targets}
+    reason = found.unreachable_reason(errors)
+    assert reason.startswith(
+        f"No Ray metrics endpoint answers (3 targets from RAY_PROM_DISCOVERY_FILE {legacy}, session {SESSION}: "
+        "192.0.2.2:8080 connection refused; 192.0.2.2:44217 connection refused; 192.0.2.3:8080 connection refused). "
+        "Is Ray running? `ray stop` leaves the discovery file behind"
+    )
+    assert "ray start --head --metrics-export-port=8080" in reason and "set RAY_METRICS_HOST" in reason
+    overridden = discover(TargetSettings(discovery_file=str(legacy), host_override="127.0.0.1"))
+    reason = overridden.unreachable_reason({target: "connection refused" for target in overridden.targets})
+    assert "host replaced by RAY_METRICS_HOST=127.0.0.1" in reason and "Check that RAY_METRICS_HOST=127.0.0.1" in reason
+
+
+def test_a_long_list_of_dead_targets_is_cut_short():
+    found = discover(TargetSettings(static_targets=",".join(f"10.0.0.{n}:8080" for n in range(1, 13))))
+    reason = found.unreachable_reason({target: "connection refused" for target in found.targets})
+    assert "12 targets from RAY_METRICS_TARGETS:" in reason and "10.0.0.5:8080" in reason
+    assert "10.0.0.6:8080" not in reason and "and 7 more" in reason
+    assert "RAY_METRICS_TARGETS lists their metrics host:port" in reason
+
+
+def test_some_endpoints_down_says_which_and_that_the_others_were_scraped(dashboard, tmp_path):
+    found = discover(TargetSettings(dashboard_url=dashboard, discovery_file=str(tmp_path / "absent")))
+    message = found.partly_unreachable({"192.0.2.3:8080": "ConnectError: [Errno 111] Connection refused"})
+    assert message.startswith("1 of 3 Ray metrics endpoints did not answer (192.0.2.3:8080 ConnectError")
+    assert "the others were scraped" in message and "set RAY_METRICS_HOST" in message
