@@ -7,6 +7,9 @@ Each backend's rollups go to their own DuckDB file, and both must match the text
 """
 
 import io
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -16,8 +19,15 @@ import duckdb
 import matplotlib.image
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, summaries
-from raymetrics_pipeline.schedules import rollups_schedule
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, raymetrics_in, summaries
+from raymetrics_pipeline.checks import (
+    node_memory_pressure,
+    node_minute_is_fresh_and_complete,
+    object_store_pressure,
+    raymetrics_is_fresh,
+)
+from raymetrics_pipeline.resources import rollup_start
+from raymetrics_pipeline.schedules import refresh_reports, rollups_schedule
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
@@ -110,7 +120,8 @@ def test_node_minute_matches_the_text(backend):
 
 def task_figures(fixtures, shift: timedelta) -> tuple[dict, dict]:
     """(minute, session, job, task, state) → (tasks at the minute's last scrape, tasks that entered the state),
-    read from the text: every series at every scrape of its endpoint, 0 where that scrape lacks it."""
+    read from the text: every series at every scrape of its endpoint, 0 where that scrape lacks it; the
+    entered tasks are the rises (a fall is a job's part leaving Ray's sum)."""
     scrapes = defaultdict(dict)  # port -> {scrape time: {series: value}}
     for fixture in fixtures:
         scrapes[fixture.port][fixture.scrape_time_unix_nano] = {}
@@ -120,17 +131,14 @@ def task_figures(fixtures, shift: timedelta) -> tuple[dict, dict]:
     for by_time in scrapes.values():
         for series in {series for values in by_time.values() for series in values}:
             labels = dict(series)
+            if "JobSupervisor." in labels["Name"]:
+                continue  # Ray's job manager's own tasks
             group = (labels["SessionName"], labels["JobId"], labels["Name"], labels["State"])
             previous, at_minute_end = None, {}
             for time in sorted(by_time):
                 level = by_time[time].get(series, 0.0)
                 minute = minute_key(time, shift)
-                if previous is None or level >= previous:
-                    entered[(minute, *group)] += level - (previous or 0)
-                elif labels["State"] in ("FINISHED", "FAILED"):
-                    entered[(minute, *group)] += level
-                else:
-                    entered[(minute, *group)] += 0
+                entered[(minute, *group)] += max(level - (previous or 0), 0)  # a fall is a job leaving Ray's sum
                 at_minute_end[minute] = level
                 previous = level
             for minute, level in at_minute_end.items():
@@ -246,6 +254,72 @@ def test_the_comparison_chart_is_a_real_picture_of_both_sessions(rolled_up, tmp_
 
 
 def test_the_schedule_refreshes_the_current_and_previous_hour():
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 28, 9, 5, tzinfo=UTC))
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    context = dg.build_schedule_context(scheduled_execution_time=yesterday.replace(hour=9, minute=5))
     requests = list(rollups_schedule(context))
-    assert [r.partition_key for r in requests] == ["2026-11-28-08:00", "2026-11-28-09:00"]
+    expected = [f"{yesterday:%Y-%m-%d}-08:00", f"{yesterday:%Y-%m-%d}-09:00"]
+    assert [r.partition_key for r in requests] == expected
+    assert set(expected) <= set(HOURLY.get_partition_keys()), "inside the partitions the UI offers"
+
+
+def test_rollup_partitions_start_a_week_back_at_midnight_utc():
+    now = datetime(2026, 11, 30, 7, 40, tzinfo=UTC)
+    assert rollup_start({}, now) == datetime(2026, 11, 23, tzinfo=UTC)
+    assert rollup_start({"RAYMETRICS_ROLLUP_START_DAYS": "0"}, now) == datetime(2026, 11, 30, tzinfo=UTC)
+    assert rollup_start({"RAYMETRICS_ROLLUP_START_DAYS": "30"}, now) == datetime(2026, 10, 31, tzinfo=UTC)
+    assert HOURLY.start == rollup_start(), "the partitions the UI shows start there"
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    keys = HOURLY.get_partition_keys()
+    assert keys[0] == f"{today - timedelta(days=7):%Y-%m-%d}-00:00"
+    assert 7 * 24 < len(keys) <= 8 * 24 + 1, "a week of hours, up to the current one: not a year of empty ones"
+
+
+@pytest.mark.parametrize("bad", ["a week", "-1", "1.5", "100000", "nan", "inf"])
+def test_a_bad_rollup_start_names_the_setting(bad):
+    with pytest.raises(ValueError, match=r"RAYMETRICS_ROLLUP_START_DAYS=.*give a whole number of days"):
+        rollup_start({"RAYMETRICS_ROLLUP_START_DAYS": bad})
+
+
+def assets_loaded_with(start_days: str) -> subprocess.CompletedProcess:
+    code = "from raymetrics_pipeline.assets import HOURLY; print(HOURLY.start.isoformat())"
+    env = {**os.environ, "RAYMETRICS_ROLLUP_START_DAYS": start_days}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_setting_moves_the_partitions_and_a_bad_one_stops_the_code_location_loading():
+    loaded = assets_loaded_with("2")
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == (today - timedelta(days=2)).isoformat()
+    broken = assets_loaded_with("yesterday")
+    assert broken.returncode != 0 and "RAYMETRICS_ROLLUP_START_DAYS='yesterday'" in broken.stderr
+
+
+def test_the_first_reports_run_on_a_fresh_installation_succeeds_and_says_nothing_is_rolled_up_yet(tmp_path):
+    """Nothing scraped, nothing rolled up: the reports job still succeeds, and nothing is an ERROR."""
+    backend = local_backend(tmp_path)
+    defs = dg.Definitions(
+        assets=[raymetrics_in(backend), minute_rollups, summaries, ray_run_comparison],
+        asset_checks=[
+            raymetrics_is_fresh,
+            node_minute_is_fresh_and_complete,
+            object_store_pressure,
+            node_memory_pressure,
+        ],
+        jobs=[refresh_reports],
+        resources={"backend": backend, **rollup_resources(tmp_path)},
+    )
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("refresh_reports").execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success, [event.message for event in result.all_events if event.is_failure]
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {
+        "raymetrics_is_fresh", "node_minute_is_fresh_and_complete", "object_store_pressure", "node_memory_pressure"
+    }  # fmt: skip
+    for evaluation in evaluations.values():
+        assert evaluation.passed or evaluation.severity == dg.AssetCheckSeverity.WARN, evaluation.check_name
+    assert evaluations["node_minute_is_fresh_and_complete"].metadata["newest_minute"].value == "no rollups yet"
+    (comparison,) = result.asset_materializations_for_node("ray_run_comparison")
+    markdown = comparison.metadata["comparison"].value
+    assert markdown.startswith("Nothing rolled up yet") and "refresh_rollups" in markdown
+    assert comparison.metadata["sessions"].value == [] and (tmp_path / "comparison" / "ray_run_comparison.png").exists()

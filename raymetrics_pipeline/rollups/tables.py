@@ -30,8 +30,6 @@ LATE_ARRIVAL = timedelta(hours=6)
 # A target's scrape before a window's first one, for ``entered``: looked for this far back. A target
 # not scraped for longer (the pipeline was stopped) counts its series' whole level again.
 SCRAPE_LOOKBACK = timedelta(minutes=30)
-# Task states a task never leaves: a drop in their level is a counter reset, not tasks leaving.
-TERMINAL_TASK_STATES = ("FINISHED", "FAILED")
 # Columns the rollups read, beyond the identity ones ``ray_points`` derives.
 REQUIRED_COLUMNS = ("metric_name", "data_point_value", "time_unix_nano", RECEIVED_AT)
 
@@ -108,7 +106,16 @@ class SummaryTable(_Keyed):
     refresh: str
 
 
-Table = MinuteTable | SummaryTable
+@dataclass(frozen=True)
+class RayApiTable(_Keyed):
+    """Ray's own exact figures, recorded from its Jobs and State APIs (rayapi/) as they are; kept for good."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+
+
+Table = MinuteTable | SummaryTable | RayApiTable
 
 
 # --- Building blocks of the sources ---------------------------------------------------
@@ -188,30 +195,37 @@ NODE_MINUTE = MinuteTable(
 
 # Labels that, with the target and node, tell one ray_tasks series from another within a group.
 _TASK_SERIES_LABELS = ("IsRetry", "Source", "Component")
+# Ray's job manager runs each submitted job under a JobSupervisor actor (``_ray_internal_job_actor_<id>``):
+# its tasks are Ray's, not the job's, and Ray's State API leaves them out of its task summary; so do we.
+RAY_JOB_MANAGER_TASKS = ("JobSupervisor.%", "%:JobSupervisor.%")
 
 
 def _task_scrapes(window: Window, dataset_columns: set[str]) -> str:
     """Every ``ray_tasks`` series at every scrape of its target, with the tasks that entered its state since
-    the target's previous scrape.
+    the target's previous scrape: the rise of the series, never a fall.
 
-    Ray 2.60 drops a job's FINISHED and FAILED series when the job ends, and the next job's start again
-    from 0; so a series missing from a scrape its target answered (``raymetrics_pipeline_up`` = 1) is at
-    0 there, and when it returns its whole level is new. Per scrape, not per minute, so a job shorter
-    than a minute counts too. Points sent twice count once (the highest value of a series at a time).
-    Rows from before the pipeline named its targets fall back to the node as the target.
+    Ray 2.60's metrics agent sums each task name and state over the live workers that own such tasks (the
+    jobs' drivers), under ``JobId=""`` for FINISHED and FAILED. A job's part leaves the sum about 20 s
+    after the job ends, so a fall is a job leaving (its tasks were counted as they rose), and a series
+    missing from a scrape its target answered (``raymetrics_pipeline_up`` = 1) is at 0 there: when it
+    returns for the next job, its whole level is new. Per scrape, not per minute, so a job shorter than a
+    minute counts too. Points sent twice count once (the highest value of a series at a time). Rows from
+    before the pipeline named its targets fall back to the node as the target.
     """
     target = f"COALESCE(NULLIF({label(TARGET_ATTRIBUTE, dataset_columns)}, ''), ray_node)"
     labels = [f'"{name}"' for name in _TASK_SERIES_LABELS if name in dataset_columns]
     series = ["target", "cluster_id", "session_name", "job_id", "task_name", "state", *labels, "node"]
     keys = ", ".join(series)
     scraped = samples_in(window.start - SCRAPE_LOOKBACK, window.end)
+    task_name = label("Name", dataset_columns)
+    ray_own = " OR ".join(f"{task_name} LIKE '{pattern}'" for pattern in RAY_JOB_MANAGER_TASKS)
     return f"""
         WITH levels AS (
             SELECT {target} AS target, ray_cluster AS cluster_id, ray_session AS session_name, ray_job AS job_id,
-                   {label("Name", dataset_columns)} AS task_name, {label("State", dataset_columns)} AS state,
+                   {task_name} AS task_name, {label("State", dataset_columns)} AS state,
                    {", ".join([*labels, "ray_node AS node"])}, time_unix_nano AS scraped_at,
                    MAX(data_point_value) AS level
-            FROM ray_points WHERE metric_name = 'ray_tasks' AND {scraped}
+            FROM ray_points WHERE metric_name = 'ray_tasks' AND {scraped} AND NOT ({ray_own})
             GROUP BY {", ".join(str(i) for i in range(1, len(series) + 2))}),
         scrapes AS (
             SELECT DISTINCT {target} AS target, time_unix_nano AS scraped_at
@@ -230,9 +244,8 @@ def _task_scrapes(window: Window, dataset_columns: set[str]) -> str:
             FROM grid)
         SELECT DATE_TRUNC('minute', scraped_at) AS minute, cluster_id, session_name, job_id, task_name, state,
                CASE WHEN from_minute_end = 1 THEN level END AS level_at_minute_end,
-               CASE WHEN previous IS NULL THEN level
-                    WHEN level >= previous THEN level - previous
-                    WHEN state IN {TERMINAL_TASK_STATES} THEN level
+               CASE WHEN previous IS NULL OR previous = 0 THEN level
+                    WHEN level > previous THEN level - previous
                     ELSE 0 END AS entered
         FROM steps WHERE {samples_in(window.start, window.end).replace("time_unix_nano", "scraped_at")}"""
 
@@ -240,7 +253,8 @@ def _task_scrapes(window: Window, dataset_columns: set[str]) -> str:
 TASK_STATE_MINUTE = MinuteTable(
     "task_state_minute",
     "Per task name, state and job, and minute: how many tasks are in the state, and how many entered it. "
-    "Ray 2.60 files finished and failed tasks under JobId '', so look for failures by task_name.",
+    "Ray 2.60 files finished and failed tasks under JobId '', so look for failures by task_name. The tasks of "
+    "Ray's job manager (JobSupervisor) are left out, as Ray's State API leaves them out of its summary.",
     _task_scrapes,
     (
         MINUTE,
@@ -261,8 +275,8 @@ TASK_STATE_MINUTE = MinuteTable(
             "DOUBLE",
             "Tasks that entered the state in the minute: each series' rise since its target's previous scrape "
             "(found up to 30 minutes back; a series absent from a scrape its target answered is at 0 there), "
-            "summed over the minute's scrapes. For FINISHED and FAILED a fall is a reset (a new job's series, a "
-            "restarted raylet), so the whole new level is new.",
+            "summed over the minute's scrapes. A fall is a job's part leaving Ray's sum, not tasks un-finishing, "
+            "and counts 0.",
             pull="SUM(entered)",
         ),
     ),
@@ -488,7 +502,54 @@ JOB_SUMMARY = SummaryTable(
 )
 
 SUMMARY_TABLES = (SESSION_SUMMARY, JOB_SUMMARY)
-ALL_TABLES: tuple[Table, ...] = MINUTE_TABLES + SUMMARY_TABLES
+
+
+# --- Ray's own figures ------------------------------------------------------------------
+
+_RAY_SESSION = key("session_name", "The Ray session the dashboard served (`/api/version`), as in `SessionName`.")
+_RAY_JOB = key("job_id", "Ray's job id (hex, as in `JobId`); job ids start again in each session.")
+
+RAY_JOBS = RayApiTable(
+    "ray_jobs",
+    "Every job Ray's Jobs API lists (submitted jobs and driver scripts), with its tasks from the State API "
+    "summed, taken once the job has ended: Ray's exact figures, where the minute tables have sampled metrics.",
+    (
+        CLUSTER,
+        _RAY_SESSION,
+        _RAY_JOB,
+        Column("submission_id", "VARCHAR", "The Jobs API's submission id; empty for a driver script."),
+        Column("job_type", "VARCHAR", "SUBMISSION (through the Jobs API) or DRIVER (a script calling ray.init)."),
+        Column("entrypoint", "VARCHAR", "The command the job ran: runs of the same entrypoint line up in reports."),
+        Column("status", "VARCHAR", "PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."),
+        Column("start_time", "TIMESTAMP", "When the job started (UTC)."),
+        Column("end_time", "TIMESTAMP", "When it ended (UTC); empty while it runs."),
+        Column("duration_s", "DOUBLE", "end_time - start_time, in seconds."),
+        Column("driver_exit_code", "BIGINT", "The entrypoint's exit code (submitted jobs)."),
+        Column("message", "VARCHAR", "Ray's word on the job, e.g. why it failed."),
+        Column("tasks_finished", "BIGINT", "Task attempts that finished (State API); empty until recorded."),
+        Column("tasks_failed", "BIGINT", "Task attempts that failed (a retried task counts per attempt)."),
+        Column("tasks_complete", "BOOLEAN", "False when Ray said its task figures for the job are partial."),
+        Column("tasks_warning", "VARCHAR", "Why they are partial, in Ray's words."),
+        Column("tasks_recorded_at", "TIMESTAMP", "When the tasks were taken from the State API."),
+        Column("updated_at", "TIMESTAMP", "When the job's row was last written."),
+    ),
+)
+
+RAY_JOB_TASKS = RayApiTable(
+    "ray_job_tasks",
+    "Per Ray job, task name and state: task attempts, from the State API's summary taken once the job ended.",
+    (
+        CLUSTER,
+        _RAY_SESSION,
+        _RAY_JOB,
+        key("task_name", "The task's name: the function, or Class.method."),
+        key("state", "FINISHED, FAILED, ... (Ray's TaskStatus)."),
+        Column("tasks", "BIGINT", "Task attempts in that state."),
+    ),
+)
+
+RAY_API_TABLES = (RAY_JOBS, RAY_JOB_TASKS)
+ALL_TABLES: tuple[Table, ...] = MINUTE_TABLES + SUMMARY_TABLES + RAY_API_TABLES
 
 
 COLUMN_HEADERS = ("column", "type", "meaning")
@@ -503,7 +564,11 @@ def reference() -> str:
         "a test fails when this page and the declarations disagree. Keys are marked **key**.",
     ]
     for table in ALL_TABLES:
-        kind = "minute table" if isinstance(table, MinuteTable) else "summary, kept after its minutes expire"
+        kind = {
+            MinuteTable: "minute table",
+            SummaryTable: "summary, kept after its minutes expire",
+            RayApiTable: "from Ray's own APIs, kept for good",
+        }[type(table)]
         rows = [(f"`{c.name}`" + (" **key**" if c.key else ""), c.type, c.description) for c in table.columns]
         lines += ["", f"## `{table.name}` ({kind})", "", table.description, "", markdown.table(COLUMN_HEADERS, rows)]
     return "\n".join(lines) + "\n"

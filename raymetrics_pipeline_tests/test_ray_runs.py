@@ -1,0 +1,183 @@
+"""Task counts across repeated and overlapping jobs, end to end on real Ray heads, against Ray's own count.
+
+Each session is a fresh Ray head. A thread runs the real ``scrape_and_ship`` job every few seconds
+into both backends (the Parseable double and the local store) while jobs run; then the real rollup
+and summary assets run, and the finished and failed tasks they count per task name must equal what
+Ray's State API counts (``ray.util.state.summarize_tasks``), the source of truth.
+
+Ray 2.60's metrics agent sums each task name's FINISHED and FAILED counts over the live jobs and drops
+a job's part about 20 s after it ends, so the same job run three times in a row is the case that
+per-minute levels got wrong. The metric cannot tell one job leaving the sum from another entering it in
+the same report, so here each job starts once the previous one has left it (as the Jobs API's exact
+figures, the ``ray_jobs`` table, do not need).
+"""
+
+import shutil
+import threading
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, summaries
+from raymetrics_pipeline.jobs import scrape_and_ship
+from raymetrics_pipeline.resources import RayMetricsSource
+from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble
+
+pytestmark = pytest.mark.ray
+
+WORKLOAD = Path(__file__).parent / "ray_workload.py"
+TERMINAL = ("FINISHED", "FAILED")
+SCRAPE_EVERY_SECONDS = 3.0
+
+
+def entrypoint(tasks: int, failing: int, hold_seconds: float) -> str:
+    return (
+        f"python {WORKLOAD.name} --tasks {tasks} --failing {failing} --actor-calls 10 --objects 2 --object-mb 1 "
+        f"--hold-seconds {hold_seconds}"
+    )
+
+
+class Scraper:
+    """The real scrape job, run every few seconds in a thread into every backend."""
+
+    def __init__(self, head, backends: dict) -> None:
+        self.source = RayMetricsSource(discovery_file=str(head.discovery_file), host_override="127.0.0.1")
+        self.backends = backends
+        self.stopped = threading.Event()
+        self.failures: list[str] = []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with dg.instance_for_test() as instance:
+            while not self.stopped.is_set():
+                for backend in self.backends.values():
+                    result = scrape_and_ship.execute_in_process(
+                        resources={"ray_metrics": self.source, "backend": backend},
+                        instance=instance,
+                        raise_on_error=False,
+                    )
+                    if not result.success:
+                        self.failures.append(result.run_id)
+                self.stopped.wait(SCRAPE_EVERY_SECONDS)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)
+
+
+def ray_task_counts(head) -> dict[tuple[str, str], int]:
+    """(task name, state) → tasks, for the terminal states, from Ray's State API."""
+    from ray.util.state import summarize_tasks
+
+    summary = summarize_tasks(address=head.dashboard_url, raise_on_missing_output=True)["cluster"]["summary"]
+    return {
+        (task["func_or_class_name"], state): count
+        for task in summary.values()
+        for state, count in task["state_counts"].items()
+        if state in TERMINAL and count
+    }
+
+
+def rolled_up_counts(data_dir: Path, backend_name: str, backend, started: datetime) -> dict[tuple[str, str], float]:
+    """Roll up every hour since ``started`` and summarise; (task name, state) → tasks that entered it."""
+    resources = {"backend": backend, **rollup_resources(data_dir, f"{backend_name.replace(' ', '_')}.duckdb")}
+    hour = started.replace(minute=0, second=0, microsecond=0)
+    with dg.instance_for_test() as instance:
+        while hour <= datetime.now(UTC):
+            key = HOURLY.get_partition_key_for_timestamp(hour.timestamp())
+            assert dg.materialize([minute_rollups], partition_key=key, resources=resources, instance=instance).success
+            hour += timedelta(hours=1)
+        assert dg.materialize([summaries], resources=resources, instance=instance).success
+    with duckdb.connect(resources["rollups_db"].database, read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT task_name, state, SUM(entered) FROM task_state_minute WHERE state IN ('FINISHED', 'FAILED') "
+            "GROUP BY 1, 2 HAVING SUM(entered) > 0"
+        ).fetchall()
+        summary = connection.execute("SELECT tasks_finished, tasks_failed FROM session_summary").fetchall()
+    counts = {(name, state): value for name, state, value in rows}
+    finished = sum(v for (_, state), v in counts.items() if state == "FINISHED")
+    failed = sum(v for (_, state), v in counts.items() if state == "FAILED")
+    assert summary == [(finished, failed)]
+    return counts
+
+
+def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
+    """A fresh head, scraped while ``submit(head, working_dir)`` runs its jobs; Ray's counts and each backend's."""
+    from raymetrics_pipeline_tests.ray_cluster import RayHead
+
+    working_dir = tmp_path / "workload"
+    working_dir.mkdir()
+    shutil.copy(WORKLOAD, working_dir / WORKLOAD.name)
+    with ExitStack() as stack:
+        head = stack.enter_context(RayHead(tmp_path / "head", startup_timeout=120))
+        parseable = stack.enter_context(ParseableDouble())
+        backends = {
+            "parseable": parseable_backend(parseable, tmp_path / "p"),
+            "local store": local_backend(tmp_path / "l"),
+        }
+        started = datetime.now(UTC)
+        with Scraper(head, backends) as scraper:
+            submit(head, working_dir)
+            scraper.stopped.wait(2 * SCRAPE_EVERY_SECONDS + 1)  # the level's fall to 0 is scraped
+        assert not scraper.failures
+        truth = ray_task_counts(head)
+        counted = {name: rolled_up_counts(tmp_path, name, backend, started) for name, backend in backends.items()}
+    return truth, counted
+
+
+def wait_until_ray_drops(head, task_name: str, timeout: float = 60.0) -> None:
+    """Until no endpoint serves a FINISHED ``ray_tasks`` series for ``task_name`` (the last job left the sum)."""
+    needle = f'Name="{task_name}"'
+    deadline = time.monotonic() + timeout
+    while any(
+        line.startswith("ray_tasks{") and needle in line and 'State="FINISHED"' in line
+        for target in head.metrics_targets()
+        for line in head.scrape(target).text.splitlines()
+    ):
+        assert time.monotonic() < deadline, f"Ray still serves {task_name} FINISHED after {timeout} s"
+        time.sleep(1.0)
+
+
+def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
+    def three_in_a_row(head, working_dir):
+        for _ in range(3):
+            head.wait_job(head.submit_job(entrypoint(40, 5, 4.0), working_dir=working_dir))
+            wait_until_ray_drops(head, "square")
+
+    truth, counted = run_session(tmp_path, three_in_a_row)
+    print(f"\nRay's counts: {sorted(truth.items())}")
+    for name in BACKENDS:
+        print(f"{name}: {sorted(counted[name].items())}")
+    assert truth[("square", "FINISHED")] == 120 and truth[("fail", "FAILED")] == 15
+    for name in BACKENDS:
+        assert counted[name] == truth, name
+
+
+def test_overlapping_jobs_count_once_each(tmp_path):
+    def overlapping(head, working_dir):
+        # The second job runs its tasks and leaves while the first holds its objects: the two overlap, and no
+        # report has one job's tasks rising while the other's part leaves.
+        first = head.submit_job(entrypoint(60, 10, 15.0), working_dir=working_dir)
+        time.sleep(3.0)
+        second = head.submit_job(entrypoint(25, 3, 1.0), working_dir=working_dir)
+        for submission in (first, second):
+            head.wait_job(submission)
+        wait_until_ray_drops(head, "square")
+
+    truth, counted = run_session(tmp_path, overlapping)
+    print(f"\nRay's counts: {sorted(truth.items())}")
+    for name in BACKENDS:
+        print(f"{name}: {sorted(counted[name].items())}")
+    assert truth[("square", "FINISHED")] == 85 and truth[("fail", "FAILED")] == 13
+    for name in BACKENDS:
+        assert counted[name] == truth, name
