@@ -19,7 +19,7 @@ def core_modules() -> list[str]:
 
 
 def test_the_wings_are_the_ones_the_readme_names():
-    assert WINGS == ["common", "dataset", "ingest", "localstore", "parseable", "rollups"]
+    assert WINGS == ["common", "dataset", "ingest", "localstore", "parseable", "rayapi", "rollups"]
     assert SHELL == ["assets", "checks", "definitions", "jobs", "metadata", "resources", "schedules", "sensors"]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from raymetrics_pipeline.rayapi.models import RayJob, TaskSummary
 from raymetrics_pipeline.rollups.tables import (
     ALL_TABLES,
     MINUTE_TABLES,
@@ -177,6 +178,87 @@ def refresh_summaries(connection: duckdb.DuckDBPyConnection, now: datetime) -> S
         "SELECT LIST(session_name ORDER BY session_name), MIN(first_seen), MAX(last_seen) FROM session_summary",
     )
     return SummariesWritten(rows, sessions or [], first, last)
+
+
+# --- Ray's own figures ---------------------------------------------------------------------
+
+_JOB_FIELDS = ("submission_id", "job_type", "entrypoint", "status", "start_time", "end_time", "duration_s",
+               "driver_exit_code", "message")  # fmt: skip
+_UPSERT_JOB = f"""
+    INSERT INTO ray_jobs (cluster_id, session_name, job_id, {", ".join(_JOB_FIELDS)}, updated_at)
+    VALUES (?, ?, ?, {", ".join("?" for _ in _JOB_FIELDS)}, ?)
+    ON CONFLICT (cluster_id, session_name, job_id) DO UPDATE SET
+    {", ".join(f"{name} = excluded.{name}" for name in (*_JOB_FIELDS, "updated_at"))}"""
+_RECORD_TASKS = """
+    UPDATE ray_jobs SET tasks_finished = ?, tasks_failed = ?, tasks_complete = ?, tasks_warning = ?,
+                        tasks_recorded_at = ?
+    WHERE cluster_id = ? AND session_name = ? AND job_id = ?"""
+
+
+def jobs_awaiting_tasks(
+    connection: duckdb.DuckDBPyConnection, cluster_id: str, session_name: str, jobs: list[RayJob]
+) -> list[str]:
+    """Ids of the jobs that have ended and whose tasks are not recorded yet: their State API summary is taken
+    once, soon after the end, before Ray evicts their task events."""
+    recorded = {
+        job_id
+        for (job_id,) in _sql(
+            connection,
+            "SELECT job_id FROM ray_jobs WHERE cluster_id = ? AND session_name = ? AND tasks_recorded_at IS NOT NULL",
+            [cluster_id, session_name],
+        )
+    }
+    return [job.job_id for job in jobs if job.job_id and job.is_terminal and job.job_id not in recorded]
+
+
+@dataclass(frozen=True)
+class JobsRecorded:
+    jobs: int  # jobs of the session now in ray_jobs
+    jobs_listed: int  # jobs Ray listed with a job id this time
+    tasks_recorded_for: list[str]  # jobs whose tasks were taken this time
+    partial_task_figures: list[str]  # of those, jobs Ray said it holds only part of
+
+
+def record_ray_jobs(
+    connection: duckdb.DuckDBPyConnection,
+    cluster_id: str,
+    session_name: str,
+    jobs: list[RayJob],
+    summaries: list[TaskSummary],
+    now: datetime,
+) -> JobsRecorded:
+    """Write what Ray says of its jobs, and the task summaries taken, in one transaction. A job Ray has not given
+    an id yet (still pending) waits for the next time."""
+    listed = [job for job in jobs if job.job_id]
+    _sql(connection, "BEGIN TRANSACTION")
+    try:
+        for job in listed:
+            duration = (job.end_time - job.start_time).total_seconds() if job.start_time and job.end_time else None
+            values = [job.submission_id or "", job.job_type, job.entrypoint, job.status]
+            values += [_naive(t) if t else None for t in (job.start_time, job.end_time)]
+            values += [duration, job.driver_exit_code, job.message]
+            _sql(connection, _UPSERT_JOB, [cluster_id, session_name, job.job_id, *values, _naive(now)])
+        for summary in summaries:
+            where = [cluster_id, session_name, summary.job_id]
+            _sql(
+                connection, "DELETE FROM ray_job_tasks WHERE cluster_id = ? AND session_name = ? AND job_id = ?", where
+            )
+            for count in summary.counts:
+                _sql(connection, "INSERT INTO ray_job_tasks VALUES (?, ?, ?, ?, ?, ?)",
+                     [*where, count.task_name, count.state, count.count])  # fmt: skip
+            finished, failed = (sum(c.count for c in summary.counts if c.state == s) for s in ("FINISHED", "FAILED"))
+            _sql(connection, _RECORD_TASKS,
+                 [finished, failed, summary.complete, summary.warning, _naive(now), *where])  # fmt: skip
+        _sql(connection, "COMMIT")
+    except BaseException:
+        _sql(connection, "ROLLBACK")
+        raise
+    return JobsRecorded(
+        jobs=_count(connection, "ray_jobs WHERE cluster_id = ? AND session_name = ?", [cluster_id, session_name]),
+        jobs_listed=len(listed),
+        tasks_recorded_for=[summary.job_id for summary in summaries],
+        partial_task_figures=[summary.job_id for summary in summaries if not summary.complete],
+    )
 
 
 def delete_minutes_before(connection: duckdb.DuckDBPyConnection, cutoff: datetime) -> int:

@@ -1,10 +1,21 @@
-"""The rollups in DuckDB: retention keeps what it must, summaries outlive their minutes, writes replace a window."""
+"""The rollups in DuckDB: retention keeps what it must, summaries outlive their minutes, writes replace a window,
+Ray's own job figures are recorded as Ray gave them."""
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 
-from raymetrics_pipeline.rollups.database import delete_minutes_before, ensure_schema, refresh_summaries, replace_window
+from raymetrics_pipeline.rayapi.models import parse_jobs, parse_task_summary
+from raymetrics_pipeline.rollups.database import (
+    delete_minutes_before,
+    ensure_schema,
+    jobs_awaiting_tasks,
+    record_ray_jobs,
+    refresh_summaries,
+    replace_window,
+)
 from raymetrics_pipeline.rollups.tables import MINUTE_TABLES, Window
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -51,3 +62,30 @@ def test_a_window_is_replaced_whole_and_derived_columns_computed_on_write(tmp_pa
     assert first.rows["node_minute"] == 2, "the minute before the window is not written"
     assert again.rows["node_minute"] == 1 and again.sessions == ["s1"]
     assert rows == [(NOW.replace(tzinfo=None), 70.0, 0.5, 0.75)]
+
+
+def test_ray_jobs_are_recorded_and_their_tasks_taken_once_after_they_end(tmp_path):
+    fixtures = Path(__file__).parents[1] / "fixtures" / "rayapi"
+    jobs = parse_jobs(json.loads((fixtures / "jobs.json").read_text()))
+    summary = parse_task_summary("02000000", json.loads((fixtures / "summary_workload.json").read_text()))
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as connection:
+        ensure_schema(connection)
+        awaiting = jobs_awaiting_tasks(connection, "", "s1", jobs)
+        assert awaiting == ["02000000", "03000000"], "ended jobs with an id; the pending one has none yet"
+        recorded = record_ray_jobs(connection, "", "s1", jobs, [summary], NOW)
+        assert jobs_awaiting_tasks(connection, "", "s1", jobs) == ["03000000"]
+        again = record_ray_jobs(connection, "", "s1", jobs, [], NOW + timedelta(minutes=5))
+        rows = connection.execute(
+            "SELECT job_id, job_type, status, duration_s > 0, driver_exit_code, tasks_finished, tasks_failed, "
+            "tasks_complete, tasks_recorded_at FROM ray_jobs ORDER BY job_id"
+        ).fetchall()
+        tasks = dict(
+            ((name, state), n)
+            for name, state, n in connection.execute("SELECT task_name, state, tasks FROM ray_job_tasks").fetchall()
+        )
+    assert recorded.jobs == again.jobs == 2 and recorded.tasks_recorded_for == ["02000000"]
+    assert rows == [
+        ("02000000", "SUBMISSION", "SUCCEEDED", True, 0, 36, 4, True, NOW.replace(tzinfo=None)),
+        ("03000000", "DRIVER", "SUCCEEDED", True, None, None, None, None, None),
+    ]
+    assert tasks == summary.by_name_and_state() and tasks[("fail", "FAILED")] == 4
