@@ -14,17 +14,32 @@ from pathlib import Path
 import dagster as dg
 
 from raymetrics_pipeline.metadata import metadata_from
+from raymetrics_pipeline.rayapi.client import DashboardNotFound, RayApiError, RayDashboard
 from raymetrics_pipeline.resources import (
     INGESTION_FRESHNESS_MINUTES,
     MetricsBackendResource,
+    RayMetricsSource,
     RollupsDatabase,
     RollupSettings,
     rollup_start,
 )
 from raymetrics_pipeline.rollups.comparison import compare
-from raymetrics_pipeline.rollups.database import WindowWritten, refresh_summaries, replace_window
+from raymetrics_pipeline.rollups.database import (
+    WindowWritten,
+    jobs_awaiting_tasks,
+    record_ray_jobs,
+    refresh_summaries,
+    replace_window,
+)
 from raymetrics_pipeline.rollups.pull import missing_columns, pull
-from raymetrics_pipeline.rollups.tables import MINUTE_TABLES, NODE_MINUTE, SUMMARY_TABLES, Table, Window
+from raymetrics_pipeline.rollups.tables import (
+    MINUTE_TABLES,
+    NODE_MINUTE,
+    RAY_API_TABLES,
+    SUMMARY_TABLES,
+    Table,
+    Window,
+)
 
 RAYMETRICS_ASSET_KEY = dg.AssetKey("raymetrics")
 OWNERS = ["team:raymetrics"]
@@ -82,6 +97,16 @@ def table_spec(table: Table, deps: list, group: str) -> dg.AssetSpec:
 MINUTE_SPECS = [table_spec(table, [RAYMETRICS_ASSET_KEY], "rollups") for table in MINUTE_TABLES]
 NODE_MINUTE_KEY = dg.AssetKey(NODE_MINUTE.name)
 SUMMARY_SPECS = [table_spec(table, MINUTE_SPECS, "reports") for table in SUMMARY_TABLES]
+
+ray_dashboard = dg.AssetSpec(
+    "ray_dashboard",
+    description="Ray's Jobs API and State API on the head's dashboard (RAY_DASHBOARD_URL, or found on the head "
+    "node from the discovery file's session): Ray's own exact job and task figures.",
+    group_name="ingest",
+    kinds={"ray"},
+    owners=OWNERS,
+)
+RAY_API_SPECS = [table_spec(table, [ray_dashboard], "reports") for table in RAY_API_TABLES]
 
 
 def _hours(window: dg.TimeWindow) -> Iterator[Window]:
@@ -164,8 +189,41 @@ def summaries(context: dg.AssetExecutionContext, rollups_db: RollupsDatabase):
         )
 
 
+@dg.multi_asset(specs=RAY_API_SPECS, pool=DUCKDB_POOL, can_subset=False)
+def ray_jobs(context: dg.AssetExecutionContext, ray_metrics: RayMetricsSource, rollups_db: RollupsDatabase):
+    """Record every job Ray lists, and the tasks of each job that has ended since, from Ray itself. Without a
+    dashboard to ask (none set, none found on this machine) nothing is recorded, and the metadata says why."""
+    try:
+        url = ray_metrics.ray_dashboard_url()
+    except DashboardNotFound as error:
+        context.log.warning(str(error))
+        for table in RAY_API_TABLES:
+            yield dg.MaterializeResult(asset_key=table.name, metadata={"dashboard": "not found", "why": str(error)})
+        return
+    cluster_id, now = ray_metrics.cluster_id(), datetime.now(UTC)
+    try:
+        with RayDashboard(url) as dashboard:
+            session = dashboard.version()["session_name"]
+            jobs = dashboard.jobs()
+            with rollups_db.writer(context.log) as connection:
+                awaiting = jobs_awaiting_tasks(connection, cluster_id, session, jobs)
+            summaries = [dashboard.task_summary(job_id) for job_id in awaiting]  # without holding the file
+    except RayApiError as error:
+        raise dg.Failure(description=str(error)) from error
+    with rollups_db.writer(context.log) as connection:
+        recorded = record_ray_jobs(connection, cluster_id, session, jobs, summaries, now)
+    for summary in summaries:
+        if not summary.complete:
+            context.log.warning(f"Ray holds only part of job {summary.job_id}'s tasks: {summary.warning}")
+    for table in RAY_API_TABLES:
+        yield dg.MaterializeResult(
+            asset_key=table.name,
+            metadata={"dashboard": url, "session_name": session, **metadata_from(recorded)},
+        )
+
+
 @dg.asset(
-    deps=[*SUMMARY_SPECS, "node_minute", "task_state_minute"],
+    deps=[*SUMMARY_SPECS, *RAY_API_SPECS, "node_minute", "task_state_minute"],
     description="Ray sessions and jobs side by side: tables, and a chart of CPU and memory since each session's "
     "start and failed tasks by task name (also saved as comparison/ray_run_comparison.png in the data folder).",
     group_name="reports",

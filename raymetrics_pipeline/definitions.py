@@ -4,6 +4,8 @@ import dagster as dg
 
 from raymetrics_pipeline.assets import (
     minute_rollups,
+    ray_dashboard,
+    ray_jobs,
     ray_metrics_endpoints,
     ray_run_comparison,
     raymetrics_in,
@@ -34,8 +36,10 @@ defs = dg.Definitions(
     assets=[
         ray_metrics_endpoints,
         raymetrics_in(resources["backend"]),
+        ray_dashboard,
         minute_rollups,
         summaries,
+        ray_jobs,
         ray_run_comparison,
     ],
     asset_checks=[raymetrics_is_fresh, node_minute_is_fresh_and_complete, object_store_pressure, node_memory_pressure],

@@ -31,6 +31,7 @@ from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.connection import parseable_location
+from raymetrics_pipeline.rayapi.client import dashboard_url_from
 from raymetrics_pipeline.rollups.database import RollupsLocked, ensure_schema, wait_until_unlocked
 
 
@@ -49,6 +50,16 @@ class RayMetricsSource(dg.ConfigurableResource):
 
     def attributes(self) -> LabelSet:
         return parse_resource_attributes(self.resource_attributes)
+
+    def cluster_id(self) -> str:
+        """``cluster_id`` of RAYMETRICS_RESOURCE_ATTRIBUTES, as the rollups key rows by it ('' when unset)."""
+        attributes = self.attributes()
+        return dict(zip(attributes.keys, attributes.values, strict=True)).get("cluster_id", "")
+
+    def ray_dashboard_url(self) -> str:
+        """RAY_DASHBOARD_URL, else the dashboard of the Ray session the discovery file belongs to, if it answers
+        (raises ``DashboardNotFound`` saying what was tried)."""
+        return self.dashboard_url or dashboard_url_from(self.discovery_file)
 
 
 class MetricsBackendResource(dg.ConfigurableResource, ABC):

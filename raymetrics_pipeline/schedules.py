@@ -9,6 +9,7 @@ from raymetrics_pipeline.assets import (
     NODE_MINUTE_KEY,
     SCHEMA_CHECK,
     minute_rollups,
+    ray_jobs,
     ray_run_comparison,
     summaries,
 )
@@ -50,11 +51,12 @@ refresh_rollups = dg.define_asset_job(
 )
 refresh_reports = dg.define_asset_job(
     "refresh_reports",
-    selection=dg.AssetSelection.assets(summaries, ray_run_comparison)
+    selection=dg.AssetSelection.assets(summaries, ray_jobs, ray_run_comparison)
     | dg.AssetSelection.checks(
         raymetrics_is_fresh, node_minute_is_fresh_and_complete, object_store_pressure, node_memory_pressure
     ),
-    description="Session and job summaries, the run comparison, and the freshness and pressure checks.",
+    description="Session and job summaries, Ray's own job figures, the run comparison, and the freshness and "
+    "pressure checks.",
 )
 
 
@@ -75,5 +77,5 @@ refresh_reports_schedule = dg.ScheduleDefinition(
     job=refresh_reports,
     cron_schedule="2-59/5 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 5 minutes, just after the rollups: summaries, comparison and checks.",
+    description="Every 5 minutes, just after the rollups: summaries, Ray's jobs, comparison and checks.",
 )

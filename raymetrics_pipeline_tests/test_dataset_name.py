@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, raymetrics_in, summaries
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_jobs, ray_run_comparison, raymetrics_in, summaries
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
     object_store_pressure,
     raymetrics_is_fresh,
 )
+from raymetrics_pipeline.resources import RayMetricsSource
 from raymetrics_pipeline.schedules import refresh_reports, refresh_rollups
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -55,10 +56,14 @@ def runs(tmp_path_factory):
         }
         for name, backend in backends.items():
             defs = dg.Definitions(
-                assets=[raymetrics_in(backend), minute_rollups, summaries, ray_run_comparison],
+                assets=[raymetrics_in(backend), minute_rollups, summaries, ray_jobs, ray_run_comparison],
                 asset_checks=CHECKS,
                 jobs=[refresh_rollups, refresh_reports],
-                resources={"backend": backend, **rollup_resources(data_dir, f"{name.replace(' ', '_')}.duckdb")},
+                resources={
+                    "backend": backend,
+                    "ray_metrics": RayMetricsSource(discovery_file=str(data_dir / "no-ray")),
+                    **rollup_resources(data_dir, f"{name.replace(' ', '_')}.duckdb"),
+                },
             )
             hour_range = {
                 "dagster/asset_partition_range_start": hours[0],
@@ -96,7 +101,7 @@ def test_every_asset_materializes_and_every_check_passes(runs, backend):
     materialized = {event.asset_key.to_user_string() for event in events}
     assert materialized == {
         "node_minute", "task_state_minute", "object_store_minute", "job_minute",
-        "session_summary", "job_summary", "ray_run_comparison",
+        "session_summary", "job_summary", "ray_jobs", "ray_job_tasks", "ray_run_comparison",
     }  # fmt: skip
     evaluations = {e.check_name: e for result in results for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {check.check_key.name for check in CHECKS} | {"rollup_columns_present"}

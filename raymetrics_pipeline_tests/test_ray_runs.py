@@ -1,9 +1,10 @@
 """Task counts across repeated and overlapping jobs, end to end on real Ray heads, against Ray's own count.
 
 Each session is a fresh Ray head. A thread runs the real ``scrape_and_ship`` job every few seconds
-into both backends (the Parseable double and the local store) while jobs run; then the real rollup
-and summary assets run, and the finished and failed tasks they count per task name must equal what
-Ray's State API counts (``ray.util.state.summarize_tasks``), the source of truth.
+into both backends (the Parseable double and the local store) while jobs run; then the real rollup,
+summary, ``ray_jobs`` and comparison assets run. The finished and failed tasks counted from the
+metrics, and those ``ray_jobs`` recorded, per task name, must equal what Ray's State API counts
+(``ray.util.state.summarize_tasks``), and ``ray_jobs`` must list the jobs the Jobs API lists.
 
 Ray 2.60's metrics agent sums each task name's FINISHED and FAILED counts over the live jobs and drops
 a job's part about 20 s after it ends, so the same job run three times in a row is the case that
@@ -16,6 +17,7 @@ import shutil
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, summaries
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_jobs, ray_run_comparison, summaries
 from raymetrics_pipeline.jobs import scrape_and_ship
 from raymetrics_pipeline.resources import RayMetricsSource
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
@@ -88,27 +90,68 @@ def ray_task_counts(head) -> dict[tuple[str, str], int]:
     }
 
 
-def rolled_up_counts(data_dir: Path, backend_name: str, backend, started: datetime) -> dict[tuple[str, str], float]:
-    """Roll up every hour since ``started`` and summarise; (task name, state) → tasks that entered it."""
-    resources = {"backend": backend, **rollup_resources(data_dir, f"{backend_name.replace(' ', '_')}.duckdb")}
+@dataclass
+class Counted:
+    """What one backend's rollups say: from the metrics, from Ray's own APIs (ray_jobs), and the comparison."""
+
+    from_metrics: dict[tuple[str, str], float]
+    from_ray: dict[tuple[str, str], int]
+    jobs: list[tuple]
+    comparison: dict
+
+
+def rolled_up(head, data_dir: Path, backend_name: str, backend, started: datetime) -> Counted:
+    """Roll up every hour since ``started``, record Ray's jobs, summarise and compare, as the schedules do."""
+    database = f"{backend_name.replace(' ', '_')}.duckdb"
+    resources = {
+        "backend": backend,
+        "ray_metrics": RayMetricsSource(dashboard_url=head.dashboard_url),
+        **rollup_resources(data_dir, database),
+    }
     hour = started.replace(minute=0, second=0, microsecond=0)
     with dg.instance_for_test() as instance:
         while hour <= datetime.now(UTC):
             key = HOURLY.get_partition_key_for_timestamp(hour.timestamp())
             assert dg.materialize([minute_rollups], partition_key=key, resources=resources, instance=instance).success
             hour += timedelta(hours=1)
-        assert dg.materialize([summaries], resources=resources, instance=instance).success
+        reports = dg.materialize([summaries, ray_jobs, ray_run_comparison], resources=resources, instance=instance)
+        assert reports.success
+    (comparison,) = reports.asset_materializations_for_node("ray_run_comparison")
     with duckdb.connect(resources["rollups_db"].database, read_only=True) as connection:
-        rows = connection.execute(
+        metrics = connection.execute(
             "SELECT task_name, state, SUM(entered) FROM task_state_minute WHERE state IN ('FINISHED', 'FAILED') "
             "GROUP BY 1, 2 HAVING SUM(entered) > 0"
         ).fetchall()
+        ray = connection.execute(
+            "SELECT task_name, state, SUM(tasks) FROM ray_job_tasks WHERE state IN ('FINISHED', 'FAILED') GROUP BY 1, 2"
+        ).fetchall()
         summary = connection.execute("SELECT tasks_finished, tasks_failed FROM session_summary").fetchall()
-    counts = {(name, state): value for name, state, value in rows}
-    finished = sum(v for (_, state), v in counts.items() if state == "FINISHED")
-    failed = sum(v for (_, state), v in counts.items() if state == "FAILED")
+        jobs = connection.execute(
+            "SELECT session_name, job_id, submission_id, entrypoint, status, driver_exit_code, tasks_complete "
+            "FROM ray_jobs ORDER BY job_id"
+        ).fetchall()
+    from_metrics = {(name, state): value for name, state, value in metrics}
+    finished = sum(v for (_, state), v in from_metrics.items() if state == "FINISHED")
+    failed = sum(v for (_, state), v in from_metrics.items() if state == "FAILED")
     assert summary == [(finished, failed)]
-    return counts
+    metadata = {key: value.value for key, value in comparison.metadata.items()}
+    return Counted(from_metrics, {(name, state): n for name, state, n in ray}, jobs, metadata)
+
+
+def ray_jobs_listed(head) -> list[tuple]:
+    """Ray's Jobs API's own list, in the ray_jobs columns."""
+    return sorted(
+        (
+            head.session_name,
+            job.job_id,
+            job.submission_id or "",
+            job.entrypoint,
+            str(job.status.value),
+            job.driver_exit_code,
+            True,
+        )  # fmt: skip
+        for job in head.job_client.list_jobs()
+    )
 
 
 def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
@@ -131,7 +174,9 @@ def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
             scraper.stopped.wait(2 * SCRAPE_EVERY_SECONDS + 1)  # the level's fall to 0 is scraped
         assert not scraper.failures
         truth = ray_task_counts(head)
-        counted = {name: rolled_up_counts(tmp_path, name, backend, started) for name, backend in backends.items()}
+        counted = {name: rolled_up(head, tmp_path, name, backend, started) for name, backend in backends.items()}
+        for name in BACKENDS:
+            assert counted[name].jobs == ray_jobs_listed(head), name
     return truth, counted
 
 
@@ -157,10 +202,16 @@ def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
     truth, counted = run_session(tmp_path, three_in_a_row)
     print(f"\nRay's counts: {sorted(truth.items())}")
     for name in BACKENDS:
-        print(f"{name}: {sorted(counted[name].items())}")
+        print(f"{name}: {sorted(counted[name].from_metrics.items())}")
     assert truth[("square", "FINISHED")] == 120 and truth[("fail", "FAILED")] == 15
     for name in BACKENDS:
-        assert counted[name] == truth, name
+        assert counted[name].from_metrics == counted[name].from_ray == truth, name
+    comparison = counted["local store"].comparison
+    (session,) = comparison["sessions"]
+    text = comparison["comparison"]
+    assert "### Runs of the same entrypoint" in text and "| Ray State API |" in text and session in text
+    runs = [line for line in text.splitlines() if line.startswith(f"| {entrypoint(40, 5, 4.0)} |")]
+    assert [line.split(" | ")[1] for line in runs] == ["1", "2", "3"], "three runs of one entrypoint, in order"
 
 
 def test_overlapping_jobs_count_once_each(tmp_path):
@@ -177,7 +228,7 @@ def test_overlapping_jobs_count_once_each(tmp_path):
     truth, counted = run_session(tmp_path, overlapping)
     print(f"\nRay's counts: {sorted(truth.items())}")
     for name in BACKENDS:
-        print(f"{name}: {sorted(counted[name].items())}")
+        print(f"{name}: {sorted(counted[name].from_metrics.items())}")
     assert truth[("square", "FINISHED")] == 85 and truth[("fail", "FAILED")] == 13
     for name in BACKENDS:
-        assert counted[name] == truth, name
+        assert counted[name].from_metrics == counted[name].from_ray == truth, name

@@ -19,14 +19,14 @@ import duckdb
 import matplotlib.image
 import pytest
 
-from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_run_comparison, raymetrics_in, summaries
+from raymetrics_pipeline.assets import HOURLY, minute_rollups, ray_jobs, ray_run_comparison, raymetrics_in, summaries
 from raymetrics_pipeline.checks import (
     node_memory_pressure,
     node_minute_is_fresh_and_complete,
     object_store_pressure,
     raymetrics_is_fresh,
 )
-from raymetrics_pipeline.resources import rollup_start
+from raymetrics_pipeline.resources import RayMetricsSource, rollup_start
 from raymetrics_pipeline.schedules import refresh_reports, rollups_schedule
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -296,10 +296,11 @@ def test_the_setting_moves_the_partitions_and_a_bad_one_stops_the_code_location_
 
 
 def test_the_first_reports_run_on_a_fresh_installation_succeeds_and_says_nothing_is_rolled_up_yet(tmp_path):
-    """Nothing scraped, nothing rolled up: the reports job still succeeds, and nothing is an ERROR."""
+    """Nothing scraped, nothing rolled up, no Ray: the reports job still succeeds, and nothing is an ERROR."""
     backend = local_backend(tmp_path)
+    no_ray = RayMetricsSource(discovery_file=str(tmp_path / "no-ray" / "prom_metrics_service_discovery.json"))
     defs = dg.Definitions(
-        assets=[raymetrics_in(backend), minute_rollups, summaries, ray_run_comparison],
+        assets=[raymetrics_in(backend), minute_rollups, summaries, ray_jobs, ray_run_comparison],
         asset_checks=[
             raymetrics_is_fresh,
             node_minute_is_fresh_and_complete,
@@ -307,7 +308,7 @@ def test_the_first_reports_run_on_a_fresh_installation_succeeds_and_says_nothing
             node_memory_pressure,
         ],
         jobs=[refresh_reports],
-        resources={"backend": backend, **rollup_resources(tmp_path)},
+        resources={"backend": backend, "ray_metrics": no_ray, **rollup_resources(tmp_path)},
     )
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("refresh_reports").execute_in_process(instance=instance, raise_on_error=False)
@@ -323,3 +324,5 @@ def test_the_first_reports_run_on_a_fresh_installation_succeeds_and_says_nothing
     markdown = comparison.metadata["comparison"].value
     assert markdown.startswith("Nothing rolled up yet") and "refresh_rollups" in markdown
     assert comparison.metadata["sessions"].value == [] and (tmp_path / "comparison" / "ray_run_comparison.png").exists()
+    (jobs, _) = result.asset_materializations_for_node("ray_jobs")
+    assert jobs.metadata["dashboard"].value == "not found" and "RAY_DASHBOARD_URL" in jobs.metadata["why"].value

@@ -401,8 +401,8 @@ _CPU = (
     Column("peak_mem_pressure", "DOUBLE", "Highest memory used / total of a node."),
 )
 _TASK_COUNTS = (
-    Column("tasks_finished", "DOUBLE", "Tasks that finished (sum of `entered`)."),
-    Column("tasks_failed", "DOUBLE", "Tasks that failed (sum of `entered`)."),
+    Column("tasks_finished", "DOUBLE", "Tasks that finished (sum of `entered`); empty with no task metrics."),
+    Column("tasks_failed", "DOUBLE", "Tasks that failed (sum of `entered`); empty with no task metrics."),
 )
 _STORE = (
     Column("peak_object_store_pressure", "DOUBLE", "Highest object store used / (used + available) of a node."),
@@ -435,17 +435,16 @@ SESSION_SUMMARY = SummaryTable(
                MAX(mem_pressure_max) AS peak_mem_pressure
         FROM node_minute SEMI JOIN refreshed USING (cluster_id, session_name) GROUP BY 1, 2),
     tasks AS (
-        SELECT cluster_id, session_name, SUM(entered) FILTER (WHERE state = 'FINISHED') AS finished,
-               SUM(entered) FILTER (WHERE state = 'FAILED') AS failed
+        SELECT cluster_id, session_name, COALESCE(SUM(entered) FILTER (WHERE state = 'FINISHED'), 0) AS finished,
+               COALESCE(SUM(entered) FILTER (WHERE state = 'FAILED'), 0) AS failed
         FROM task_state_minute GROUP BY 1, 2),
     store AS (
         SELECT cluster_id, session_name, MAX(node_pressure) AS pressure, MAX(node_spilled_bytes) AS spilled
         FROM object_store_minute GROUP BY 1, 2)
     SELECT cluster_id, session_name, first_seen, last_seen,
            (EPOCH(last_seen) - EPOCH(first_seen)) / 60 + 1 AS duration_minutes, nodes, cpu_percent_avg,
-           cpu_percent_p95, cpu_percent_max, peak_mem_pressure, COALESCE(finished, 0) AS tasks_finished,
-           COALESCE(failed, 0) AS tasks_failed,
-           COALESCE(failed, 0) / NULLIF(COALESCE(finished, 0) + COALESCE(failed, 0), 0) AS failure_rate,
+           cpu_percent_p95, cpu_percent_max, peak_mem_pressure, finished AS tasks_finished, failed AS tasks_failed,
+           failed / NULLIF(finished + failed, 0) AS failure_rate,
            pressure AS peak_object_store_pressure, spilled AS spilled_bytes, $now AS updated_at
     FROM nodes LEFT JOIN tasks USING (cluster_id, session_name) LEFT JOIN store USING (cluster_id, session_name)""",
 )
@@ -489,13 +488,14 @@ JOB_SUMMARY = SummaryTable(
              AND o.minute BETWEEN j.first_seen AND j.last_seen
         GROUP BY 1, 2, 3),
     tasks AS (
-        SELECT cluster_id, session_name, job_id, SUM(entered) FILTER (WHERE state = 'FINISHED') AS finished,
-               SUM(entered) FILTER (WHERE state = 'FAILED') AS failed
+        SELECT cluster_id, session_name, job_id,
+               COALESCE(SUM(entered) FILTER (WHERE state = 'FINISHED'), 0) AS finished,
+               COALESCE(SUM(entered) FILTER (WHERE state = 'FAILED'), 0) AS failed
         FROM task_state_minute WHERE job_id <> '' GROUP BY 1, 2, 3)
     SELECT cluster_id, session_name, job_id, first_seen, last_seen, duration_s, nodes, cpu_percent_avg,
            cpu_percent_p95, cpu_percent_max, peak_mem_pressure, peak_actors_alive, peak_tasks_running,
-           COALESCE(finished, 0) AS tasks_finished, COALESCE(failed, 0) AS tasks_failed,
-           peak_object_store_pressure, spilled_bytes, $now AS updated_at
+           finished AS tasks_finished, failed AS tasks_failed, peak_object_store_pressure, spilled_bytes,
+           $now AS updated_at
     FROM jobs LEFT JOIN during USING (cluster_id, session_name, job_id)
          LEFT JOIN store USING (cluster_id, session_name, job_id)
          LEFT JOIN tasks USING (cluster_id, session_name, job_id)""",
