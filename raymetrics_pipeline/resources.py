@@ -59,7 +59,8 @@ class RayMetricsSource(dg.ConfigurableResource):
     def ray_dashboard_url(self) -> str:
         """RAY_DASHBOARD_URL, else the dashboard of the Ray session the discovery file belongs to, if it answers
         (raises ``DashboardNotFound`` saying what was tried)."""
-        return self.dashboard_url or dashboard_url_from(self.discovery_file)
+        # Ray keeps the discovery file (or its link) in its temp dir, beside session_latest.
+        return self.dashboard_url or dashboard_url_from(self.discovery_file, Path(self.discovery_file).parent)
 
 
 class MetricsBackendResource(dg.ConfigurableResource, ABC):

@@ -39,8 +39,8 @@ _EXACT_TASKS = """
 _SESSIONS = f"""
     SELECT s.cluster_id, s.session_name, s.first_seen, s.duration_minutes, s.nodes, s.cpu_percent_avg,
            s.cpu_percent_p95, s.cpu_percent_max, s.peak_mem_pressure * 100 AS peak_mem_percent,
-           CASE WHEN e.whole THEN e.finished ELSE s.tasks_finished END AS tasks_finished,
-           CASE WHEN e.whole THEN e.failed ELSE s.tasks_failed END AS tasks_failed,
+           CAST(CASE WHEN e.whole THEN e.finished ELSE s.tasks_finished END AS BIGINT) AS tasks_finished,
+           CAST(CASE WHEN e.whole THEN e.failed ELSE s.tasks_failed END AS BIGINT) AS tasks_failed,
            CASE WHEN e.whole THEN '{EXACT}' WHEN s.tasks_finished IS NOT NULL THEN '{SAMPLED}' END AS tasks_from,
            s.peak_object_store_pressure * 100 AS peak_object_store_percent, s.spilled_bytes
     FROM session_summary s LEFT JOIN ({_EXACT_TASKS}) e USING (cluster_id, session_name)
@@ -53,6 +53,9 @@ _JOBS = f"""
            m.peak_tasks_running, m.peak_actors_alive, m.cpu_percent_avg, m.peak_mem_pressure * 100 AS peak_mem_percent
     FROM ray_jobs r FULL JOIN job_summary m USING (cluster_id, session_name, job_id)
     SEMI JOIN chosen USING (cluster_id, session_name)
+    -- Where Ray listed a session's jobs, those are its jobs: a job id seen only in the metrics there is Ray's
+    -- own job manager (the JobSupervisor actors' owner), which the Jobs API does not list.
+    WHERE r.job_id IS NOT NULL OR (cluster_id, session_name) NOT IN (SELECT (cluster_id, session_name) FROM ray_jobs)
     ORDER BY started, job_id"""
 _RUNS = f"""
     SELECT entrypoint, session_name, job_id, start_time, duration_s, status, tasks_finished, tasks_failed,
