@@ -53,6 +53,8 @@ class Scraper:
         self.backends = backends
         self.stopped = threading.Event()
         self.failures: list[str] = []
+        self.cycles = 0  # scrapes done into every backend
+        self.cycled = threading.Condition()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
@@ -66,7 +68,16 @@ class Scraper:
                     )
                     if not result.success:
                         self.failures.append(result.run_id)
+                with self.cycled:
+                    self.cycles += 1
+                    self.cycled.notify_all()
                 self.stopped.wait(SCRAPE_EVERY_SECONDS)
+
+    def wait_cycles(self, count: int, timeout: float = 120.0) -> None:
+        """Until ``count`` more scrapes are done (however slow a loaded machine makes them)."""
+        with self.cycled:
+            target = self.cycles + count
+            assert self.cycled.wait_for(lambda: self.cycles >= target, timeout), f"{count} scrapes not done in time"
 
     def __enter__(self):
         self.thread.start()
@@ -155,7 +166,8 @@ def ray_jobs_listed(head) -> list[tuple]:
 
 
 def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
-    """A fresh head, scraped while ``submit(head, working_dir)`` runs its jobs; Ray's counts and each backend's."""
+    """A fresh head, scraped while ``submit(head, working_dir, scraper)`` runs its jobs; Ray's counts and each
+    backend's."""
     from raymetrics_pipeline_tests.ray_cluster import RayHead
 
     working_dir = tmp_path / "workload"
@@ -170,8 +182,7 @@ def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
         }
         started = datetime.now(UTC)
         with Scraper(head, backends) as scraper:
-            submit(head, working_dir)
-            scraper.stopped.wait(2 * SCRAPE_EVERY_SECONDS + 1)  # the level's fall to 0 is scraped
+            submit(head, working_dir, scraper)
         assert not scraper.failures
         truth = ray_task_counts(head)
         counted = {name: rolled_up(head, tmp_path, name, backend, started) for name, backend in backends.items()}
@@ -180,24 +191,37 @@ def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
     return truth, counted
 
 
-def wait_until_ray_drops(head, task_name: str, timeout: float = 60.0) -> None:
-    """Until no endpoint serves a FINISHED ``ray_tasks`` series for ``task_name`` (the last job left the sum)."""
+def serves_finished(head, task_name: str) -> bool:
+    """Whether an endpoint serves a FINISHED ``ray_tasks`` series for ``task_name`` (a job's part is in Ray's sum)."""
     needle = f'Name="{task_name}"'
-    deadline = time.monotonic() + timeout
-    while any(
+    return any(
         line.startswith("ray_tasks{") and needle in line and 'State="FINISHED"' in line
         for target in head.metrics_targets()
         for line in head.scrape(target).text.splitlines()
-    ):
-        assert time.monotonic() < deadline, f"Ray still serves {task_name} FINISHED after {timeout} s"
-        time.sleep(1.0)
+    )
+
+
+def wait_until(condition, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(0.5)
+
+
+def scraped_until_ray_drops(head, scraper: Scraper, task_name: str) -> None:
+    """Ray exports a job's tasks some seconds after they end and keeps them about 20 s after the job: wait until
+    it serves them and the scraper has seen them, then until it drops them and the scraper has seen that."""
+    wait_until(lambda: serves_finished(head, task_name), f"serving {task_name} FINISHED")
+    scraper.wait_cycles(2)
+    wait_until(lambda: not serves_finished(head, task_name), f"dropping {task_name} FINISHED")
+    scraper.wait_cycles(2)
 
 
 def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
-    def three_in_a_row(head, working_dir):
+    def three_in_a_row(head, working_dir, scraper):
         for _ in range(3):
             head.wait_job(head.submit_job(entrypoint(40, 5, 4.0), working_dir=working_dir))
-            wait_until_ray_drops(head, "square")
+            scraped_until_ray_drops(head, scraper, "square")
 
     truth, counted = run_session(tmp_path, three_in_a_row)
     print(f"\nRay's counts: {sorted(truth.items())}")
@@ -215,15 +239,15 @@ def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
 
 
 def test_overlapping_jobs_count_once_each(tmp_path):
-    def overlapping(head, working_dir):
+    def overlapping(head, working_dir, scraper):
         # The second job runs its tasks and leaves while the first holds its objects: the two overlap, and no
         # report has one job's tasks rising while the other's part leaves.
-        first = head.submit_job(entrypoint(60, 10, 15.0), working_dir=working_dir)
-        time.sleep(3.0)
+        first = head.submit_job(entrypoint(60, 10, 25.0), working_dir=working_dir)
+        wait_until(lambda: serves_finished(head, "square"), "serving the first job's tasks")
         second = head.submit_job(entrypoint(25, 3, 1.0), working_dir=working_dir)
         for submission in (first, second):
             head.wait_job(submission)
-        wait_until_ray_drops(head, "square")
+        scraped_until_ray_drops(head, scraper, "square")
 
     truth, counted = run_session(tmp_path, overlapping)
     print(f"\nRay's counts: {sorted(truth.items())}")

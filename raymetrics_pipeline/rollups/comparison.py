@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render straight to PNG
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from raymetrics_pipeline.common import markdown  # noqa: E402
 
@@ -46,7 +47,8 @@ _SESSIONS = f"""
     FROM session_summary s LEFT JOIN ({_EXACT_TASKS}) e USING (cluster_id, session_name)
     ORDER BY s.first_seen DESC LIMIT {MAX_SESSIONS}"""
 _JOBS = f"""
-    SELECT cluster_id, session_name, job_id, r.entrypoint, r.status, COALESCE(r.start_time, m.first_seen) AS started,
+    SELECT cluster_id, session_name, job_id, r.entrypoint, r.status,
+           DATE_TRUNC('second', COALESCE(r.start_time, m.first_seen)) AS started,
            COALESCE(r.duration_s, m.duration_s) AS duration_s, r.driver_exit_code,
            r.tasks_finished, r.tasks_failed,
            CASE WHEN r.tasks_recorded_at IS NOT NULL THEN '{EXACT}' END AS tasks_from,
@@ -58,7 +60,8 @@ _JOBS = f"""
     WHERE r.job_id IS NOT NULL OR (cluster_id, session_name) NOT IN (SELECT (cluster_id, session_name) FROM ray_jobs)
     ORDER BY started, job_id"""
 _RUNS = f"""
-    SELECT entrypoint, session_name, job_id, start_time, duration_s, status, tasks_finished, tasks_failed,
+    SELECT entrypoint, session_name, job_id, DATE_TRUNC('second', start_time) AS start_time, duration_s, status,
+           tasks_finished, tasks_failed,
            ROW_NUMBER() OVER (PARTITION BY entrypoint ORDER BY start_time) AS run
     FROM ray_jobs WHERE entrypoint <> '' AND status IN ('SUCCEEDED', 'FAILED', 'STOPPED')
     QUALIFY ROW_NUMBER() OVER (PARTITION BY entrypoint ORDER BY start_time DESC) <= {MAX_RUNS_SHOWN}
@@ -133,6 +136,8 @@ def render_chart(over_time: list[dict], failed: list[dict], runs: list[dict]) ->
         runs_axis.plot([row["run"] for row in points], [row["duration_s"] for row in points], marker="o",
                        label=_short(entrypoint))  # fmt: skip
     runs_axis.set(title="Duration of each run of an entrypoint (Ray Jobs API)", xlabel="run", ylabel="seconds")
+    runs_axis.set_ylim(bottom=0)  # from 0, so a second's difference does not look like a doubling
+    runs_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axis in axes.flat:
         axis.grid(alpha=0.3)
         if axis.has_data():
@@ -173,8 +178,8 @@ _JOB_COLUMNS = {
     "tasks_finished": "tasks finished",
     "tasks_failed": "tasks failed",
     "tasks_from": "task counts from",
-    "peak_tasks_running": "peak running tasks",
-    "peak_actors_alive": "peak actors",
+    "peak_tasks_running": "most running tasks at a scrape",
+    "peak_actors_alive": "most live actors at a scrape",
     "cpu_percent_avg": "CPU % avg",
     "peak_mem_percent": "peak memory %",
 }
