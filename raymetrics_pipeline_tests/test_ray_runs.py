@@ -14,8 +14,10 @@ figures, the ``ray_jobs`` table, do not need).
 """
 
 import shutil
+import sys
 import threading
 import time
+import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,26 +60,35 @@ class Scraper:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
-        with dg.instance_for_test() as instance:
-            while not self.stopped.is_set():
-                for backend in self.backends.values():
-                    result = scrape_and_ship.execute_in_process(
-                        resources={"ray_metrics": self.source, "backend": backend},
-                        instance=instance,
-                        raise_on_error=False,
-                    )
-                    if not result.success:
-                        self.failures.append(result.run_id)
-                with self.cycled:
-                    self.cycles += 1
-                    self.cycled.notify_all()
-                self.stopped.wait(SCRAPE_EVERY_SECONDS)
+        try:
+            with dg.instance_for_test() as instance:
+                while not self.stopped.is_set():
+                    for backend in self.backends.values():
+                        result = scrape_and_ship.execute_in_process(
+                            resources={"ray_metrics": self.source, "backend": backend},
+                            instance=instance,
+                            raise_on_error=False,
+                        )
+                        if not result.success:
+                            self.failures.append(f"run {result.run_id} failed")
+                    with self.cycled:
+                        self.cycles += 1
+                        self.cycled.notify_all()
+                    self.stopped.wait(SCRAPE_EVERY_SECONDS)
+        except BaseException:  # noqa: B036 - the test must learn why its scraper stopped
+            self.failures.append(traceback.format_exc())
+            with self.cycled:
+                self.cycled.notify_all()
 
     def wait_cycles(self, count: int, timeout: float = 120.0) -> None:
         """Until ``count`` more scrapes are done (however slow a loaded machine makes them)."""
         with self.cycled:
             target = self.cycles + count
-            assert self.cycled.wait_for(lambda: self.cycles >= target, timeout), f"{count} scrapes not done in time"
+            done = self.cycled.wait_for(lambda: self.cycles >= target or not self.thread.is_alive(), timeout)
+        if not (done and self.thread.is_alive()):
+            frame = sys._current_frames().get(self.thread.ident)
+            where = "".join(traceback.format_stack(frame)) if frame else "(the scraper thread has ended)"
+            raise AssertionError(f"{count} scrapes not done in {timeout:g} s: {self.failures}\nscraper at:\n{where}")
 
     def __enter__(self):
         self.thread.start()
@@ -181,6 +192,9 @@ def run_session(tmp_path: Path, submit) -> tuple[dict, dict]:
             "local store": local_backend(tmp_path / "l"),
         }
         started = datetime.now(UTC)
+        # Import Ray's job client here, not while the scraper thread's first runs import Dagster's modules:
+        # Python's per-module import locks can deadlock across threads and raise in one of them.
+        assert head.job_client is not None
         with Scraper(head, backends) as scraper:
             submit(head, working_dir, scraper)
         assert not scraper.failures
