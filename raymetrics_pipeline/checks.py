@@ -39,8 +39,6 @@ def _utc(text: str) -> datetime:
 
 
 FRESHNESS_CHECK = "raymetrics_is_fresh"
-# The pipeline's own figures share the dataset; only Ray's samples count as fresh data.
-OWN_METRICS_PREFIX = health.PREFIX
 RUN_ROLLUPS = (
     "refresh_rollups fills them every 5 minutes (rollups_schedule) once scrape runs have delivered metrics; to "
     "fill them now, launch refresh_rollups for the current hour (UI: Jobs → refresh_rollups → Materialize, pick "
@@ -69,7 +67,7 @@ def raymetrics_is_fresh(
         with backend.query() as query:
             (row,) = query.query(
                 f'SELECT MAX(time_unix_nano) AS newest FROM "{query.stream}" '
-                f"WHERE metric_name NOT LIKE '{OWN_METRICS_PREFIX}%'",
+                f"WHERE metric_name NOT LIKE '{health.PREFIX}%'",  # the pipeline's own figures are not Ray data
                 now - timedelta(hours=1),
             )
     except QueryError as error:
