@@ -47,6 +47,13 @@ def entrypoint(tasks: int, failing: int, hold_seconds: float) -> str:
     )
 
 
+# Runs in a thread must not capture stdout: Dagster's compute log capture tails it through a `tail -F` subprocess
+# that, under pytest's own capture, took 30 s to stop after every run (seen in CI), starving the scrapes.
+NO_COMPUTE_LOGS = {
+    "compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+}
+
+
 class Scraper:
     """The real scrape job, run every few seconds in a thread into every backend."""
 
@@ -61,7 +68,7 @@ class Scraper:
 
     def _loop(self) -> None:
         try:
-            with dg.instance_for_test() as instance:
+            with dg.instance_for_test(overrides=NO_COMPUTE_LOGS) as instance:
                 while not self.stopped.is_set():
                     for backend in self.backends.values():
                         result = scrape_and_ship.execute_in_process(
