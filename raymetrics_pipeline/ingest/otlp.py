@@ -144,9 +144,22 @@ def _group_series(family: MetricFamily, bound_name: str, conversion: Conversion)
                 conversion.errors.append(
                     ParseError(sample.line_no, f"invalid '{bound_name}' label value {sample.bound!r}", sample.name)
                 )
+            elif not _carried(bound, bound_name):
+                # OTLP has no place for it (bounds are finite, quantiles within [0, 1]), and an infinite number
+                # is not JSON at all: Parseable would refuse the whole request. Only this sample is lost.
+                conversion.errors.append(
+                    ParseError(sample.line_no, f"'{bound_name}' {sample.bound!r} cannot be sent in OTLP", sample.name)
+                )
             else:
                 entry.buckets.append((bound, sample.value))
     return series
+
+
+def _carried(bound: float, bound_name: str) -> bool:
+    """A histogram bound OTLP can carry (finite; ``+Inf`` is the implicit last bucket), or a quantile in [0, 1]."""
+    if bound_name == "le":
+        return bound == math.inf or math.isfinite(bound)
+    return 0.0 <= bound <= 1.0
 
 
 def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:

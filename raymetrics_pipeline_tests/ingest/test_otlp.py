@@ -64,6 +64,31 @@ rpc_count{method="a"} 10
     assert conversion.non_finite_values == 1
 
 
+def test_bounds_otlp_cannot_carry_cost_their_sample_only():
+    text = """# TYPE lat histogram
+lat_bucket{le="-Inf"} 0
+lat_bucket{le="1"} 2
+lat_bucket{le="+Inf"} 3
+lat_count 3
+lat_sum 1.5
+# TYPE rpc summary
+rpc{quantile="+Inf"} 9
+rpc{quantile="-0.5"} 1
+rpc{quantile="0.5"} 0.2
+rpc_sum 4
+rpc_count 10
+"""
+    conversion = convert(text)
+    histogram, summary = (metric.points[0] for metric in conversion.metrics)
+    assert (histogram.explicit_bounds, histogram.bucket_counts, histogram.count) == ([1.0], [2, 1], 3)
+    assert summary.quantiles == [(0.5, 0.2)]
+    assert [(error.line_no, "cannot be sent in OTLP" in error.message) for error in conversion.errors] == [
+        (2, True),
+        (8, True),
+        (9, True),
+    ]
+
+
 def test_broken_histograms_are_reported_not_shipped():
     text = """# TYPE h histogram
 h_bucket{le="1"} 5

@@ -78,6 +78,18 @@ def test_non_finite_gauge_values_follow_the_proto3_json_mapping():
     assert conversion.non_finite_values == 3
 
 
+def test_infinite_bounds_and_quantiles_never_reach_the_wire():
+    """A `le="-Inf"` bucket or an infinite quantile once made the body invalid JSON: every target's data refused."""
+    conversion = convert('# TYPE h histogram\nh_bucket{le="-Inf"} 0\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 2\n'
+                         '# TYPE s summary\ns{quantile="+Inf"} 1\ns_sum 1\ns_count 1\n')  # fmt: skip
+    (body,) = JsonEncoder().encode([ResourceMetrics(NO_LABELS, conversion.metrics)])
+    metrics = json.loads(body)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    (histogram,) = [m["histogram"]["dataPoints"][0] for m in metrics if "histogram" in m]
+    assert histogram.get("explicitBounds", []) == [] and histogram["count"] in (1, "1")
+    assert len(conversion.errors) == 2
+    assert decode_protobuf([encode_protobuf([ResourceMetrics(NO_LABELS, conversion.metrics)])[0]])
+
+
 @pytest.mark.parametrize("limit", [4_000, 30_000, 300_000])
 def test_requests_are_split_under_the_size_limit_without_losing_points(limit):
     largest = max(FIXTURES, key=lambda f: f.path.stat().st_size)

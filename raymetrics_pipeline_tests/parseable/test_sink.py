@@ -125,3 +125,17 @@ def test_upkeep_clears_what_a_killed_run_left_half_written(tmp_path):
     upkeep = backend.maintain(datetime.now(UTC))
     assert upkeep.stale_temporaries_removed == 1 and upkeep.spool_pending == 1
     assert not stale.exists() and fresh.exists()
+
+
+def test_one_target_serving_an_infinite_bound_costs_that_sample_only(tmp_path, parseable):
+    """Once, a `le="-Inf"` bucket made the body invalid JSON: Parseable refused every target's data for the cycle."""
+    hostile = '# TYPE h histogram\nh_bucket{le="-Inf"} 0\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 2\n'
+    with Exporter(TEXT) as ray, Exporter(hostile) as odd:
+        result = cycle(parseable.url, tmp_path, [ray.target, odd.target])
+    delivery = result.delivery
+    assert delivery.bodies_rejected == 0 and delivery.failure is None
+    by_target = {t.target: t for t in result.targets}
+    assert by_target[odd.target].parse_errors == 1 and "line 2" in by_target[odd.target].first_parse_errors[0]
+    rows = parseable.rows("raymetrics")
+    assert {row["metric_name"] for row in rows if row.get(TARGET_ATTRIBUTE) == odd.target} >= {"h", UP}
+    assert len([row for row in rows if row.get(TARGET_ATTRIBUTE) == ray.target]) > 600
