@@ -194,8 +194,8 @@ def _number(name: str, environ: Mapping[str, str], default: float, valid, advice
 
 
 def _seconds(name: str, environ: Mapping[str, str], default: float) -> float:
-    advice = "give a number of seconds above 0 and below the 15 s scrape interval"
-    return _number(name, environ, default, lambda value: 0 < value <= 14, advice)
+    advice = "give a number of seconds from 0.1 to 14 (below the 15 s scrape interval)"
+    return _number(name, environ, default, lambda value: 0.1 <= value <= 14, advice)
 
 
 def _days(name: str, environ: Mapping[str, str], default: float) -> float:

@@ -94,8 +94,9 @@ def test_settings_come_from_the_environment():
     local = resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})
     assert isinstance(local["backend"], LocalStoreResource) and local["backend"].data_dir == "/d"
     assert local["rollup_settings"].reports_dir == "/d/comparison"
-    with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
-        resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": "20"})
+    for timeout in ("20", "1e-9", "soon"):
+        with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
+            resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": timeout})
 
 
 def test_with_no_parseable_a_run_by_hand_fills_the_local_store_and_the_asset_says_where(tmp_path):

@@ -1,4 +1,5 @@
 import json
+import os
 import socket
 import time
 import uuid
@@ -103,6 +104,15 @@ def test_skips_when_nothing_can_be_found_to_scrape(instance, tmp_path):
     )
     bad = evaluate(instance, PARSEABLE, RayMetricsSource(targets="nohostport"))
     assert "RAY_METRICS_TARGETS" in bad.skip_message
+
+
+def test_a_discovery_file_that_is_a_pipe_skips_at_once(instance, tmp_path):
+    fifo = tmp_path / "prom_metrics_service_discovery.json"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    result = evaluate(instance, PARSEABLE, RayMetricsSource(discovery_file=str(fifo)))
+    assert time.monotonic() - started < 5 and not result.run_requests
+    assert "named pipe" in result.skip_message and "RAY_PROM_DISCOVERY_FILE" in result.skip_message
 
 
 def test_follows_the_discovery_file_as_it_changes(instance, tmp_path, endpoints):

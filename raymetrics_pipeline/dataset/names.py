@@ -10,10 +10,12 @@ _SQL_KEYWORDS = {"select", "from", "where", "group", "by", "order", "limit", "of
 
 
 def validate_dataset_name(name: str) -> str:
-    """``name`` if Parseable would accept it as a dataset (and we can quote it in SQL), else a clear error."""
-    if not name or not all(char.isalnum() or char in "-_" for char in name) or name.lower() in _SQL_KEYWORDS:
+    """``name`` if Parseable would accept it as a dataset (and we can quote it in SQL), else a clear error.
+    ASCII only: Parseable would take any Unicode letter, but the name travels in an HTTP header."""
+    valid = all(char.isascii() and (char.isalnum() or char in "-_") for char in name)
+    if not name or not valid or name.lower() in _SQL_KEYWORDS:
         raise ValueError(
-            f"PARSEABLE_STREAM={name!r} is not a valid Parseable dataset name: use letters, digits, '-' "
+            f"PARSEABLE_STREAM={name!r} is not a valid Parseable dataset name: use ASCII letters, digits, '-' "
             "and '_' only, and not an SQL keyword (for example raymetrics)"
         )
     return name

@@ -7,7 +7,9 @@ followed without a restart of Dagster.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,36 @@ def session_of(path: Path) -> str:
     return folder if folder.startswith("session_") else ""
 
 
+# Ray writes a few hundred bytes per node; anything far larger is not its discovery file.
+MAX_DISCOVERY_FILE_BYTES = 8 * 1024 * 1024
+
+
+class DiscoveryFileRefused(Exception):
+    """RAY_PROM_DISCOVERY_FILE names something that is not a discovery file Ray could have written."""
+
+
+def read_discovery_file(path: Path) -> str:
+    """The discovery file's text, read in bounded time and size: a FIFO, a device or a folder is refused
+    without waiting on it (opened non-blocking, then checked), a file larger than Ray would write is refused."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file"
+        raise DiscoveryFileRefused(
+            f"{path} is {kind}, not Ray's discovery file: set RAY_PROM_DISCOVERY_FILE to "
+            "<Ray temp dir>/prom_metrics_service_discovery.json"
+        )
+    with os.fdopen(descriptor, "rb") as handle:
+        data = handle.read(MAX_DISCOVERY_FILE_BYTES + 1)
+    if len(data) > MAX_DISCOVERY_FILE_BYTES:
+        raise DiscoveryFileRefused(
+            f"{path} is larger than {MAX_DISCOVERY_FILE_BYTES // 2**20} MiB, far more than Ray writes (a few hundred "
+            "bytes per node): check RAY_PROM_DISCOVERY_FILE"
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def parse_target(text: str, setting: str) -> tuple[str, int]:
     match = _TARGET_RE.fullmatch(text.strip())
     port = int(match.group("port")) if match else 0
@@ -166,11 +198,13 @@ def discover(settings: TargetSettings, timeout_seconds: float = 2.0) -> Discover
     else:
         path = Path(settings.discovery_file or DEFAULT_DISCOVERY_FILE)
         try:
-            text = path.read_text()
+            text = read_discovery_file(path)
         except FileNotFoundError:
             return Discovery((), "RAY_PROM_DISCOVERY_FILE", f"{path} does not exist")
         except OSError as error:
             return Discovery((), "RAY_PROM_DISCOVERY_FILE", f"cannot read {path}: {error}")
+        except DiscoveryFileRefused as error:
+            return Discovery((), "RAY_PROM_DISCOVERY_FILE", str(error))
         try:
             document = json.loads(text) if text.strip() else []
         except ValueError:

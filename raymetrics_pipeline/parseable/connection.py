@@ -14,9 +14,11 @@ _USERINFO_RE = re.compile(r"(?<=//)[^/@]*@")
 
 def server_url(url: str) -> str:
     """``PARSEABLE_URL`` checked and without its trailing slash; a clear error when it cannot work."""
+    shown = _USERINFO_RE.sub("***@", url)  # errors reach logs: never repeat a password
+    if any(char.isspace() for char in url):  # httpx would drop what follows a space (`host: 80` loses its port)
+        raise ValueError(f"PARSEABLE_URL={shown!r} contains a space: write it like http://localhost:8000")
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        shown = _USERINFO_RE.sub("***@", url)  # the error reaches logs: never repeat a password
         raise ValueError(f"PARSEABLE_URL={shown!r} is not an http(s) URL such as http://localhost:8000")
     if parsed.userinfo:
         raise ValueError("PARSEABLE_URL must not carry credentials: set PARSEABLE_USERNAME and PARSEABLE_PASSWORD")

@@ -1,10 +1,12 @@
 import json
+import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from raymetrics_pipeline.ingest.targets import TargetError, TargetSettings, discover
+from raymetrics_pipeline.ingest.targets import MAX_DISCOVERY_FILE_BYTES, TargetError, TargetSettings, discover
 
 SD = [{"labels": {"job": "ray"}, "targets": ["192.0.2.2:8080", "192.0.2.2:44217"]}, {"targets": ["192.0.2.3:8080"]}]
 
@@ -146,3 +148,22 @@ def test_some_endpoints_down_says_which_and_that_the_others_were_scraped(dashboa
     message = found.partly_unreachable({"192.0.2.3:8080": "ConnectError: [Errno 111] Connection refused"})
     assert message.startswith("1 of 3 Ray metrics endpoints did not answer (192.0.2.3:8080 ConnectError")
     assert "the others were scraped" in message and "set RAY_METRICS_HOST" in message
+
+
+def test_a_discovery_file_that_is_a_pipe_is_refused_at_once_not_waited_on(tmp_path):
+    """A FIFO with no writer once hung the sensor and the run forever."""
+    fifo = tmp_path / "prom_metrics_service_discovery.json"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    discovery = discover(TargetSettings(discovery_file=str(fifo)))
+    assert time.monotonic() - started < 1.0
+    assert not discovery.targets and "named pipe" in discovery.detail and "RAY_PROM_DISCOVERY_FILE" in discovery.detail
+
+
+def test_a_folder_or_a_huge_file_is_refused_with_the_setting_named(tmp_path):
+    assert "a folder" in discover(TargetSettings(discovery_file=str(tmp_path))).detail
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_DISCOVERY_FILE_BYTES + 1)
+    discovery = discover(TargetSettings(discovery_file=str(huge)))
+    assert not discovery.targets and "larger than" in discovery.detail and "RAY_PROM_DISCOVERY_FILE" in discovery.detail

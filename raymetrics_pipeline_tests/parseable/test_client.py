@@ -113,7 +113,15 @@ def test_settings_are_checked_before_anything_is_sent():
         ParseableSettings("localhost:8000", "u", "p")
     with pytest.raises(ValueError, match="PARSEABLE_PASSWORD"):
         ParseableSettings("http://localhost:8000", "u", None)
-    for url in (f"http://admin:{SECRET}@localhost:8000", f"htp://admin:{SECRET}@localhost:8000"):
+    with pytest.raises(ValueError, match="PARSEABLE_STREAM"):
+        ParseableSettings("http://localhost:8000", "u", "p", "métriques")  # would fail later, in an HTTP header
+    with pytest.raises(ValueError, match="PARSEABLE_URL.*contains a space"):
+        ParseableSettings("http://127.0.0.1: 80", "u", "p")  # httpx would silently drop the port
+    for url in (
+        f"http://admin:{SECRET}@localhost:8000",
+        f"htp://admin:{SECRET}@localhost:8000",
+        f"http://admin:{SECRET}@local host:8000",
+    ):
         with pytest.raises(ValueError, match="PARSEABLE_URL") as error:
             ParseableSettings(url, "u", "p")
         assert SECRET not in str(error.value)
