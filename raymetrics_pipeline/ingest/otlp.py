@@ -89,21 +89,35 @@ def to_metrics(exposition: Exposition, scrape_time_unix_nano: int) -> Conversion
     return conversion
 
 
-def _time(sample, scrape_time_unix_nano: int) -> int:
-    return scrape_time_unix_nano if sample.timestamp_ms is None else sample.timestamp_ms * 1_000_000
+# The latest sample time every store can hold: 9999-12-31 (Python's datetime, Arrow's ms timestamps).
+_LAST_MS = 253_402_300_799_999
+
+
+def _time(sample, scrape_time_unix_nano: int, conversion: Conversion) -> int | None:
+    """The sample's time; None, with the line reported, for a timestamp no store can hold (before 1970, after
+    9999), which once crashed the whole cycle."""
+    if sample.timestamp_ms is None:
+        return scrape_time_unix_nano
+    if 0 <= sample.timestamp_ms <= _LAST_MS:
+        return sample.timestamp_ms * 1_000_000
+    conversion.errors.append(ParseError(sample.line_no, "timestamp out of range (1970 to 9999)", sample.name))
+    return None
 
 
 def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
     kind = "sum" if family.type == "counter" else "gauge"
     by_name: dict[str, Metric] = {}
     for sample in family.samples:
+        time_unix_nano = _time(sample, scrape_time, conversion)
+        if time_unix_nano is None:
+            continue
         metric = by_name.get(sample.name)
         if metric is None:
             metric = by_name[sample.name] = Metric(sample.name, family.help, kind)
             conversion.metrics.append(metric)
         if not math.isfinite(sample.value):
             conversion.non_finite_values += 1
-        metric.points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
+        metric.points.append(NumberPoint(sample.labels, time_unix_nano, sample.value))
 
 
 def _as_count(value: float) -> int | None:
@@ -186,8 +200,9 @@ def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conve
         if total is not None and not math.isfinite(total):
             conversion.non_finite_values += 1
             total = None
-        time_unix_nano = _time(entry.first_sample, scrape_time)
-        metric.points.append(HistogramPoint(labels, time_unix_nano, count, total, bounds, per_bucket))
+        time_unix_nano = _time(entry.first_sample, scrape_time, conversion)
+        if time_unix_nano is not None:
+            metric.points.append(HistogramPoint(labels, time_unix_nano, count, total, bounds, per_bucket))
     if metric.points:
         conversion.metrics.append(metric)
 
@@ -213,8 +228,9 @@ def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Convers
                 quantiles.append((quantile, value))
             else:
                 conversion.non_finite_values += 1
-        time_unix_nano = _time(entry.first_sample, scrape_time)
-        metric.points.append(SummaryPoint(labels, time_unix_nano, count, total, quantiles))
+        time_unix_nano = _time(entry.first_sample, scrape_time, conversion)
+        if time_unix_nano is not None:
+            metric.points.append(SummaryPoint(labels, time_unix_nano, count, total, quantiles))
     if metric.points:
         conversion.metrics.append(metric)
 

@@ -5,11 +5,14 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.cycle import run_cycle
 from raymetrics_pipeline.ingest.health import PREFIX, TARGET_ATTRIBUTE, UP
-from raymetrics_pipeline.ingest.prometheus import LabelSet, parse
+from raymetrics_pipeline.ingest.otlp import ResourceMetrics
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
+from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
-from raymetrics_pipeline.parseable.encode import JSON
+from raymetrics_pipeline.parseable.encode import JSON, encode_protobuf
 from raymetrics_pipeline.parseable.spool import Spool
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -139,3 +142,20 @@ def test_one_target_serving_an_infinite_bound_costs_that_sample_only(tmp_path, p
     rows = parseable.rows("raymetrics")
     assert {row["metric_name"] for row in rows if row.get(TARGET_ATTRIBUTE) == odd.target} >= {"h", UP}
     assert len([row for row in rows if row.get(TARGET_ATTRIBUTE) == ray.target]) > 600
+
+
+def test_a_sample_with_an_impossible_timestamp_costs_that_sample_only(tmp_path, parseable):
+    """A timestamp of 99999999999999999999 once crashed the run on the local store (and on protobuf)."""
+    hostile = "ok 1\nfar 2 99999999999999999999\n"
+    backends = [
+        ParseableBackend(parseable.url, "admin", "admin", "raymetrics", tmp_path / "spool"),
+        LocalStoreBackend(tmp_path / "store", "raymetrics", 7),
+    ]
+    with Exporter(TEXT) as ray, Exporter(hostile) as odd:
+        for backend in backends:
+            with backend.sink() as sink:
+                result = run_cycle([ray.target, odd.target], sink)
+            assert result.delivery.delivered and result.delivery.failure is None
+            assert {t.target: t.parse_errors for t in result.targets} == {ray.target: 0, odd.target: 1}
+    scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(hostile), 0).metrics)]
+    assert encode_protobuf(scrapes), "protobuf takes what is left"
