@@ -31,6 +31,7 @@ from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.connection import parseable_location
+from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from raymetrics_pipeline.rayapi.client import dashboard_url_from
 from raymetrics_pipeline.rollups.database import RollupsLocked, ensure_schema, wait_until_unlocked
 
@@ -113,6 +114,7 @@ class ParseableResource(MetricsBackendResource):
     password: str | None = None
     otlp_encoding: str = "json"
     compression: str = "gzip"
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
     def backend(self) -> ParseableBackend:
         return ParseableBackend(
@@ -123,6 +125,7 @@ class ParseableResource(MetricsBackendResource):
             Path(self.data_dir) / "spool",
             self.otlp_encoding,
             self.compression,
+            self.spool_max_bytes,
         )
 
     def describe_location(self) -> str:
@@ -225,6 +228,10 @@ def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
     return dg.EnvVar(name) if environ.get(name) else None
 
 
+# The spool must hold at least a few cycles' bodies of a large cluster.
+MIN_SPOOL_BYTES = 16 * 1024**2
+
+
 def backend_from_env(environ: Mapping[str, str]) -> MetricsBackendResource:
     """Parseable when ``PARSEABLE_URL`` is set, else the embedded local store: the one place this is decided."""
     data_dir = default_data_dir(environ)
@@ -240,6 +247,15 @@ def backend_from_env(environ: Mapping[str, str]) -> MetricsBackendResource:
         password=_secret("PARSEABLE_PASSWORD", environ),
         otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
         compression=(environ.get("PARSEABLE_COMPRESSION") or "gzip").lower(),
+        spool_max_bytes=int(
+            _number(
+                "RAYMETRICS_SPOOL_MAX_BYTES",
+                environ,
+                DEFAULT_SPOOL_MAX_BYTES,
+                lambda value: value >= MIN_SPOOL_BYTES,
+                f"give a number of bytes of at least {MIN_SPOOL_BYTES} (16 MiB), e.g. {DEFAULT_SPOOL_MAX_BYTES}",
+            )
+        ),
     )
 
 

@@ -94,6 +94,12 @@ def test_settings_come_from_the_environment():
     local = resources_from_env({"RAYMETRICS_DATA_DIR": "/d"})
     assert isinstance(local["backend"], LocalStoreResource) and local["backend"].data_dir == "/d"
     assert local["rollup_settings"].reports_dir == "/d/comparison"
+    parseable_env = {"PARSEABLE_URL": "http://p:8000", "PARSEABLE_USERNAME": "u", "PARSEABLE_PASSWORD": "p"}
+    bounded = resources_from_env({**parseable_env, "RAYMETRICS_SPOOL_MAX_BYTES": "104857600"})["backend"]
+    assert bounded.backend().spool.max_bytes == 100 * 1024**2
+    for size in ("1000", "lots"):
+        with pytest.raises(ValueError, match="RAYMETRICS_SPOOL_MAX_BYTES"):
+            resources_from_env({**parseable_env, "RAYMETRICS_SPOOL_MAX_BYTES": size})
     for timeout in ("20", "1e-9", "soon"):
         with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
             resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": timeout})

@@ -38,6 +38,8 @@ DESCRIPTIONS = {
     "spool_bodies": "Request bodies waiting in the spool after the cycle.",
     "spool_bytes": "Bytes waiting in the spool after the cycle.",
     "spool_oldest_age_seconds": "Age of the oldest body waiting in the spool (0 when empty).",
+    "spool_dropped": "Waiting bodies dropped, oldest first, to keep the spool under RAYMETRICS_SPOOL_MAX_BYTES.",
+    "rejected_dropped": "Refused bodies dropped, oldest first, to keep spool/rejected under its bound.",
     "delivery_rows_stored": "Rows the cycle wrote to the embedded local store.",
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from raymetrics_pipeline.parseable.client import IngestClient
 from raymetrics_pipeline.parseable.connection import ParseableSettings
 from raymetrics_pipeline.parseable.sink import ParseableSink
-from raymetrics_pipeline.parseable.spool import Spool
+from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_BYTES, Spool
 from raymetrics_pipeline.parseable.sql import ParseableSql
 
 INGEST_TIMEOUT_SECONDS = 5.0  # per request; the send loop also cuts each at the run's deadline
@@ -39,11 +39,12 @@ class ParseableBackend:
         spool_dir: Path,
         encoding: str = "json",
         compression: str = "gzip",
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.settings = ParseableSettings(url, username, password, stream)
         self.encoding, self.compression = encoding, compression
         IngestClient.check(encoding, compression)
-        self.spool = Spool(spool_dir)
+        self.spool = Spool(spool_dir, spool_max_bytes)
         self.location = self.settings.location
 
     @contextmanager

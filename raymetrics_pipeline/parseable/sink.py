@@ -33,7 +33,8 @@ class ParseableDelivery:
     spool_pending: int = 0
     spool_pending_bytes: int = 0
     spool_oldest_age_seconds: float = 0.0
-    spool_dropped: int = 0
+    spool_dropped: int = 0  # waiting bodies dropped, oldest first, to keep the spool under its bound
+    rejected_dropped: int = 0  # refused bodies dropped from spool/rejected, oldest first, for its bound
     last_http_status: int = 0  # 0: Parseable never answered
     errors: list[str] = field(default_factory=list)
 
@@ -75,6 +76,8 @@ class ParseableDelivery:
             "spool_bodies": self.spool_pending,
             "spool_bytes": self.spool_pending_bytes,
             "spool_oldest_age_seconds": self.spool_oldest_age_seconds,
+            "spool_dropped": self.spool_dropped,
+            "rejected_dropped": self.rejected_dropped,
         }
 
 
@@ -107,7 +110,7 @@ class ParseableSink:
             if outcome.verdict is not Verdict.REJECT:
                 healthy = False
                 break
-            self.spool.reject(body, spooled.content_type)
+            delivery.rejected_dropped += self.spool.reject(body, spooled.content_type)
             self.spool.remove(spooled)
             delivery.bodies_rejected += 1
         self._record_depth(delivery)
@@ -129,7 +132,7 @@ class ParseableSink:
                     continue
                 delivery.errors.append(outcome.error)
                 if outcome.verdict is Verdict.REJECT:
-                    self.spool.reject(body, content_type)
+                    delivery.rejected_dropped += self.spool.reject(body, content_type)
                     delivery.bodies_rejected += 1
                     continue
                 healthy = False

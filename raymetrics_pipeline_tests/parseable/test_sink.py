@@ -117,6 +117,23 @@ def test_the_spool_is_bounded_oldest_first(tmp_path):
     assert remaining[-1].read() == bodies[-1]
 
 
+def test_refused_bodies_are_kept_for_a_look_but_bounded_and_the_drops_counted(tmp_path, parseable):
+    spool = Spool(tmp_path, max_rejected_bytes=2_000)
+    bodies = [os.urandom(1_500) for _ in range(3)]  # incompressible: each takes its size on disk
+    dropped = [spool.reject(body, JSON) for body in bodies]
+    kept = sorted((tmp_path / "rejected").iterdir())
+    assert dropped == [0, 1, 1] and len(kept) == 1
+    with Exporter("m 1\n") as ray:
+        parseable.fail_next(400, body="Could not deserialize into JSON object")
+        backend = ParseableBackend(parseable.url, "admin", "admin", "raymetrics", tmp_path)
+        backend.spool.max_rejected_bytes = 0
+        with backend.sink() as sink:
+            delivery = run_cycle([ray.target], sink).delivery
+    assert delivery.bodies_rejected == 1 and delivery.rejected_dropped == 2
+    figures = {row["metric_name"]: row.get("data_point_value") for row in parseable.rows("raymetrics")}
+    assert figures[PREFIX + "rejected_dropped"] == 2.0 and figures[PREFIX + "spool_dropped"] == 0.0
+
+
 def test_upkeep_clears_what_a_killed_run_left_half_written(tmp_path):
     backend = ParseableBackend("http://127.0.0.1:9", "admin", "admin", "raymetrics", tmp_path)
     backend.spool.put(b"{}", JSON)
