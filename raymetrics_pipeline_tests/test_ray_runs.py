@@ -238,6 +238,13 @@ def scraped_until_ray_drops(head, scraper: Scraper, task_name: str) -> None:
     scraper.wait_cycles(2)
 
 
+def show(truth: dict, counted: dict) -> None:
+    """Ray's counts beside each backend's, in the test's output (pytest -s)."""
+    print(f"\nRay's counts: {sorted(truth.items())}")
+    for name in BACKENDS:
+        print(f"{name}: {sorted(counted[name].from_metrics.items())}")
+
+
 def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
     def three_in_a_row(head, working_dir, scraper):
         for _ in range(3):
@@ -245,9 +252,7 @@ def test_the_same_job_three_times_in_a_row_counts_three_times(tmp_path):
             scraped_until_ray_drops(head, scraper, "square")
 
     truth, counted = run_session(tmp_path, three_in_a_row)
-    print(f"\nRay's counts: {sorted(truth.items())}")
-    for name in BACKENDS:
-        print(f"{name}: {sorted(counted[name].from_metrics.items())}")
+    show(truth, counted)
     assert truth[("square", "FINISHED")] == 120 and truth[("fail", "FAILED")] == 15
     for name in BACKENDS:
         assert counted[name].from_metrics == counted[name].from_ray == truth, name
@@ -271,9 +276,7 @@ def test_overlapping_jobs_count_once_each(tmp_path):
         scraped_until_ray_drops(head, scraper, "square")
 
     truth, counted = run_session(tmp_path, overlapping)
-    print(f"\nRay's counts: {sorted(truth.items())}")
-    for name in BACKENDS:
-        print(f"{name}: {sorted(counted[name].from_metrics.items())}")
+    show(truth, counted)
     assert truth[("square", "FINISHED")] == 85 and truth[("fail", "FAILED")] == 13
     for name in BACKENDS:
         assert counted[name].from_metrics == counted[name].from_ray == truth, name

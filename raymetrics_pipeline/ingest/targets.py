@@ -104,14 +104,20 @@ def _listing(errors: Mapping[str, str]) -> str:
     return "; ".join(items) + (f"; and {more} more" if more > 0 else "")
 
 
-def session_of(path: Path) -> str:
-    """The Ray session a discovery file belongs to: Ray 2.60 writes it as ``<temp_dir>/<session>/...`` and links
-    ``<temp_dir>/prom_metrics_service_discovery.json`` to it. Empty when that cannot be told (a copy, say)."""
+def session_folder(path: Path) -> Path | None:
+    """The Ray session folder a discovery file belongs to: Ray 2.60 writes it as ``<temp_dir>/<session>/...`` and
+    links ``<temp_dir>/prom_metrics_service_discovery.json`` to it. None when that cannot be told (a copy, say)."""
     try:
-        folder = path.resolve(strict=True).parent.name
+        folder = path.resolve(strict=True).parent
     except (OSError, RuntimeError):  # gone, or a symlink loop
-        return ""
-    return folder if folder.startswith("session_") else ""
+        return None
+    return folder if folder.name.startswith("session_") else None
+
+
+def session_of(path: Path) -> str:
+    """The name of the Ray session a discovery file belongs to; empty when that cannot be told."""
+    folder = session_folder(path)
+    return folder.name if folder else ""
 
 
 # Ray writes a few hundred bytes per node; anything far larger is not its discovery file.

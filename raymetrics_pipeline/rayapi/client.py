@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from raymetrics_pipeline.common import USER_AGENT
+from raymetrics_pipeline.ingest.targets import session_folder
 from raymetrics_pipeline.rayapi.models import RayApiFormatError, RayJob, TaskSummary, parse_jobs, parse_task_summary
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -231,21 +232,14 @@ def default_ray_temp_dir() -> Path:
 
 
 def _session_dirs(discovery_file: str | os.PathLike | None, temp_dir: str | os.PathLike | None) -> list[Path]:
-    """Session folders to look in: the one the discovery file lives in (Ray 2.60 writes it in
-    ``<temp_dir>/<session>/`` and links ``<temp_dir>/prom_metrics_service_discovery.json`` to it), then
-    ``<temp_dir>/session_latest``."""
-    found: list[Path] = []
-    for path, folder_of in (
-        (Path(discovery_file) if discovery_file else None, lambda resolved: resolved.parent),
-        (Path(temp_dir or default_ray_temp_dir()) / "session_latest", lambda resolved: resolved),
-    ):
-        try:
-            folder = folder_of(path.resolve(strict=True)) if path is not None else None
-        except (OSError, RuntimeError):  # absent, or a symlink loop
-            continue
-        if folder is not None and folder.name.startswith("session_") and folder not in found:
-            found.append(folder)
-    return found
+    """Session folders to look in: the one the discovery file belongs to, then ``<temp_dir>/session_latest``."""
+    found = [session_folder(Path(discovery_file))] if discovery_file else []
+    try:
+        latest = (Path(temp_dir or default_ray_temp_dir()) / "session_latest").resolve(strict=True)
+    except (OSError, RuntimeError):  # absent, or a symlink loop
+        latest = None
+    found.append(latest if latest and latest.name.startswith("session_") else None)
+    return list(dict.fromkeys(folder for folder in found if folder))
 
 
 def _address_in_log(session_dir: Path) -> str | None:
