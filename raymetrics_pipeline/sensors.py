@@ -13,9 +13,10 @@ SCRAPE_INTERVAL_SECONDS = 15
 # Each target gets a TCP connect this long, all at once: a tick costs well under a second even when every
 # target is gone, and a run is launched only if one of them answers.
 PROBE_TIMEOUT_SECONDS = 0.5
-# A scrape run ends within its budget; one still "in flight" long after that has died
-# (e.g. `kill -9`) without Dagster noticing, and must not block scraping forever.
-STALE_RUN_SECONDS = 120
+# A scrape run ends within its budget, or about two minutes after it when a large scrape is still being
+# sent or Parseable is slow to answer (parseable/sink.py, client.py); one still "in flight" long after that
+# has died (e.g. `kill -9`) without Dagster noticing, and must not block scraping forever.
+STALE_RUN_SECONDS = 300
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

@@ -40,6 +40,7 @@ import json
 import math
 import re
 import threading
+import time
 import traceback
 import zlib
 from collections import deque
@@ -245,6 +246,8 @@ class ParseableDouble:
         self._streams: dict[str, _Stream] = {}
         self._frozen_now: datetime | None = None
         self._injected_failures: deque[_Response] = deque()
+        self._answer_delays: deque[float] = deque()
+        self._failures_after_store: list[_Response] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -300,6 +303,19 @@ class ParseableDouble:
         response = _Response(status, body.encode(), "text/plain; charset=utf-8" if body else None, dict(headers or {}))
         with self._lock:
             self._injected_failures.extend([response] * count)
+
+    def fail_after_next_store(self, status: int, count: int = 1, headers: dict | None = None) -> None:
+        """Once the next POST /v1/metrics is stored, answer the ``count`` after it with this status: Parseable
+        going down in the middle of a split body."""
+        response = _Response(status, b"", None, dict(headers or {}))
+        with self._lock:
+            self._failures_after_store = [response] * count
+
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Store the next ``count`` POST /v1/metrics as usual, then wait ``seconds`` before answering: a slow
+        Parseable that has the data already."""
+        with self._lock:
+            self._answer_delays.extend([seconds] * count)
 
     def rows(self, stream: str) -> list[dict]:
         """Stored rows as Python values: floats, naive-UTC datetimes, lists; null cells left out."""
@@ -371,8 +387,17 @@ class ParseableDouble:
         """Order as in Parseable: auth, body extraction (413), stream setup, Content-Type, decode, push."""
         with self._lock:
             injected = self._injected_failures.popleft() if self._injected_failures else None
+            delay = self._answer_delays.popleft() if self._answer_delays and injected is None else 0.0
         if injected is not None:
             return injected
+        response = self._store(request)
+        with self._lock:
+            self._injected_failures.extend(self._failures_after_store)
+            self._failures_after_store = []
+        time.sleep(delay)
+        return response
+
+    def _store(self, request: _Request) -> _Response:
         self._authorize(request)
         body = _extract_body(request, self.max_payload_bytes)
         stream_name, log_source = self._setup_otel_stream(request.headers)

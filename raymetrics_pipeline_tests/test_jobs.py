@@ -114,15 +114,18 @@ def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
     assert instance.has_run(in_flight) and instance.has_run(other_job)
 
 
-def test_a_refused_request_fails_the_run_and_is_set_aside(instance, tmp_path):
-    with Exporter("m 1\n") as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
-        parseable.fail_next(400, body="Could not deserialize into JSON object")
+def test_a_refused_series_fails_the_run_and_is_set_aside_while_the_rest_arrives(instance, tmp_path):
+    # Parseable refuses a row that sets its own p_timestamp (docs/parseable.md): a label can do that.
+    with Exporter('m 1\nbad{p_timestamp="x"} 1\n') as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
         result = scrape_and_ship.execute_in_process(
             resources=resources(parseable, ray.target, tmp_path), instance=instance, raise_on_error=False
         )
+        stored = {row["metric_name"] for row in parseable.rows("raymetrics")}
     failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
     assert "1 refused for good" in failure.event_specific_data.error.message
+    assert "p_timestamp is a reserved field" in failure.event_specific_data.error.message
     assert len(list((tmp_path / "spool" / "rejected").glob("*.json.gz"))) == 1
+    assert "m" in stored and "bad" not in stored
 
 
 def test_without_parseable_a_run_writes_the_local_store(instance, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
@@ -38,9 +38,9 @@ class Delivery(Protocol):
 
 
 class Sink(Protocol):
-    def ship(self, scrapes: Sequence[otlp.ResourceMetrics], deadline: float, report: health.Reporter) -> Delivery:
-        """Store or send ``scrapes`` before ``deadline`` (``time.monotonic()``), and the sink's own figures
-        as ``report`` turns them into rows."""
+    def ship(self, scrapes: Iterable[otlp.ResourceMetrics], deadline: float, report: health.Reporter) -> Delivery:
+        """Store or send ``scrapes`` (converted as they are taken) by ``deadline`` (``time.monotonic()``), and
+        the sink's own figures as ``report`` turns them into rows."""
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,23 @@ def run_cycle(
     resource_attributes: LabelSet = NO_LABELS,
     budget_seconds: float = 12.0,
 ) -> CycleResult:
-    """Scrape ``targets`` and hand what they served to ``sink`` within ``budget_seconds``."""
+    """Scrape ``targets`` and hand what they served to ``sink`` within ``budget_seconds``.
+
+    Targets are converted one at a time as the sink takes them, smallest answer first: a sink
+    sends each body as it fills, so the small targets are delivered before a large one is even
+    parsed, and memory holds one target's metrics at a time, not the cycle's.
+    """
     started, started_unix_nano = time.monotonic(), time.time_ns()
-    results = scrape_all(list(targets), scrape_timeout_seconds)
+    results: list[ScrapeResult | None] = list(scrape_all(list(targets), scrape_timeout_seconds))
+    outcomes: dict[int, TargetOutcome] = {}
+
+    def converted() -> Iterator[otlp.ResourceMetrics]:
+        for index in sorted(range(len(results)), key=lambda index: results[index].bytes):
+            result, results[index] = results[index], None  # the scraped text goes once converted
+            outcomes[index], metrics = convert(result, resource_attributes)
+            yield metrics
+
     with cyclic_gc_paused():
-        converted = [convert(result, resource_attributes) for result in results]
-        scrapes = [metrics for _, metrics in converted]
         report = health.reporter(resource_attributes, started_unix_nano)
-        delivery = sink.ship(scrapes, started + budget_seconds, report)
-    return CycleResult([outcome for outcome, _ in converted], delivery, time.monotonic() - started)
+        delivery = sink.ship(converted(), started + budget_seconds, report)
+    return CycleResult([outcomes[index] for index in sorted(outcomes)], delivery, time.monotonic() - started)

@@ -39,7 +39,12 @@ DESCRIPTIONS = {
     "spool_bytes": "Bytes waiting in the spool after the cycle.",
     "spool_oldest_age_seconds": "Age of the oldest body waiting in the spool (0 when empty).",
     "spool_dropped": "Waiting bodies dropped, oldest first, to keep the spool under RAYMETRICS_SPOOL_MAX_BYTES.",
+    "spool_expired": "Waiting bodies dropped for being older than RAYMETRICS_SPOOL_MAX_AGE_HOURS.",
     "rejected_dropped": "Refused bodies dropped, oldest first, to keep spool/rejected under its bound.",
+    "delivery_ambiguous_requests": "Requests sent whose answer never came (Parseable may have stored them); "
+    "kept and sent again.",
+    "spool_interrupted_resends": "Spooled bodies a killed run was resending (Parseable may have stored them); "
+    "sent again.",
     "delivery_rows_stored": "Rows the cycle wrote to the embedded local store.",
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,9 +34,10 @@ class LocalStoreSink:
     def __init__(self, store: LocalStore) -> None:
         self.store = store
 
-    def ship(self, scrapes: Sequence[ResourceMetrics], deadline: float, report: Reporter) -> Stored:
+    def ship(self, scrapes: Iterable[ResourceMetrics], deadline: float, report: Reporter) -> Stored:
         """Write the rows now, with the count of them as the pipeline's own metric; a local write needs no
         deadline."""
+        scrapes = list(scrapes)  # one file per cycle: every target's rows at once
         received = datetime.now(UTC)
         rows = sum(len(metric.points) for _, metrics in scrapes for metric in metrics)
         table = rows_table([*scrapes, report({"delivery_rows_stored": rows})], received)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring_ascii as _json_string
 
 import zstandard
@@ -36,8 +36,12 @@ class Unsplittable(ValueError):
     """A body that cannot be halved: one data point alone is over the limit, or it does not decode."""
 
 
-def encode(scrapes: Sequence[ResourceMetrics], content_type: str, max_request_bytes: int) -> list[bytes]:
-    """``scrapes`` as uncompressed request bodies of ``content_type``, none over ``max_request_bytes``."""
+def encode(scrapes: Iterable[ResourceMetrics], content_type: str, max_request_bytes: int) -> Iterator[bytes]:
+    """``scrapes`` as uncompressed request bodies of ``content_type``, none over ``max_request_bytes``.
+
+    Bodies come as they fill, and scrapes are taken one at a time, so a caller can send each body
+    while the next target is still being converted, and memory holds one body, not the cycle.
+    """
     if content_type == JSON:
         return JsonEncoder().encode(scrapes, max_request_bytes)
     return encode_protobuf(scrapes, max_request_bytes)
@@ -118,9 +122,9 @@ class JsonEncoder:
 
     def encode(
         self,
-        scrapes: Sequence[ResourceMetrics],
+        scrapes: Iterable[ResourceMetrics],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    ) -> list[bytes]:
+    ) -> Iterator[bytes]:
         """One ``ResourceMetrics`` per scrape, packed into bodies of at most ``max_request_bytes``.
 
         A scrape or a metric too big for one body continues in the next one under a
@@ -129,7 +133,6 @@ class JsonEncoder:
         """
         body_head = '{"resourceMetrics":['
         closers = "]}}" + "]}]}" + "]}"  # metric, resource and body
-        bodies: list[bytes] = []
         parts, size = [body_head], len(body_head)
         open_resource = open_metric = None
 
@@ -153,7 +156,7 @@ class JsonEncoder:
                         chunk = "," + point
                     if open_resource is not None and size + len(chunk) + len(closers) > max_request_bytes:
                         parts.append(closers)
-                        bodies.append("".join(parts).encode())
+                        yield "".join(parts).encode()
                         parts, size = [body_head], len(body_head)
                         chunk = resource_head + metric_head + point
                     parts.append(chunk)
@@ -161,8 +164,7 @@ class JsonEncoder:
                     open_resource, open_metric = resource_key, metric
         if open_resource is not None:
             parts.append(closers)
-            bodies.append("".join(parts).encode())
-        return bodies
+            yield "".join(parts).encode()
 
 
 # --- OTLP/protobuf -------------------------------------------------------------------
@@ -217,11 +219,10 @@ def _resource(attributes: LabelSet) -> resource_pb2.Resource | None:
 
 
 def encode_protobuf(
-    scrapes: Sequence[ResourceMetrics],
+    scrapes: Iterable[ResourceMetrics],
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-) -> list[bytes]:
+) -> Iterator[bytes]:
     """OTLP/protobuf bodies of at most ``max_request_bytes``, split between metrics."""
-    bodies: list[bytes] = []
     current = metrics_pb2.MetricsData()
     size = 0
     for resource_attributes, metrics in scrapes:
@@ -230,7 +231,7 @@ def encode_protobuf(
             message = to_proto_metric(metric)
             needed = message.ByteSize() + 16
             if size + needed > max_request_bytes and size:
-                bodies.append(current.SerializeToString())
+                yield current.SerializeToString()
                 current, size, resource_metrics = metrics_pb2.MetricsData(), 0, None
             if resource_metrics is None:
                 resource_metrics = current.resource_metrics.add(resource=_resource(resource_attributes))
@@ -239,8 +240,7 @@ def encode_protobuf(
             scope.metrics.append(message)
             size += needed
     if size:
-        bodies.append(current.SerializeToString())
-    return bodies
+        yield current.SerializeToString()
 
 
 # --- Halving a body after a 413 ------------------------------------------------------
@@ -252,7 +252,11 @@ def encode_protobuf(
 def split_body(body: bytes, content_type: str) -> list[bytes]:
     """Two bodies that together hold every data point of ``body``."""
     if content_type == JSON:
-        halves = _halve(json.loads(body), _json_entries, _json_with_entries)
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            raise Unsplittable(f"cannot split a JSON body that does not parse: {error}") from error
+        halves = _halve(document, _json_entries, _json_with_entries)
         return [json.dumps(half, separators=(",", ":")).encode() for half in halves]
     try:
         message = metrics_pb2.MetricsData.FromString(body)

@@ -29,7 +29,7 @@ def reject_bare_constants(name):
 def test_json_decodes_to_the_same_message_as_the_protobuf_path(fixture):
     conversion = convert(fixture.text(), fixture.scrape_time_unix_nano)
     scrapes = [ResourceMetrics(RESOURCE, conversion.metrics)]
-    bodies = JsonEncoder().encode(scrapes)
+    bodies = list(JsonEncoder().encode(scrapes))
     for body in bodies:
         json.loads(body, parse_constant=reject_bare_constants)
     decoded = decode_json(bodies)
@@ -87,7 +87,7 @@ def test_infinite_bounds_and_quantiles_never_reach_the_wire():
     (histogram,) = [m["histogram"]["dataPoints"][0] for m in metrics if "histogram" in m]
     assert histogram.get("explicitBounds", []) == [] and histogram["count"] in (1, "1")
     assert len(conversion.errors) == 2
-    assert decode_protobuf([encode_protobuf([ResourceMetrics(NO_LABELS, conversion.metrics)])[0]])
+    assert decode_protobuf([next(encode_protobuf([ResourceMetrics(NO_LABELS, conversion.metrics)]))])
 
 
 @pytest.mark.parametrize("limit", [4_000, 30_000, 300_000])
@@ -95,10 +95,10 @@ def test_requests_are_split_under_the_size_limit_without_losing_points(limit):
     largest = max(FIXTURES, key=lambda f: f.path.stat().st_size)
     conversion = convert(largest.text(), largest.scrape_time_unix_nano)
     scrapes = [ResourceMetrics(RESOURCE, conversion.metrics), ResourceMetrics(NO_LABELS, conversion.metrics)]
-    bodies = JsonEncoder().encode(scrapes, limit)
+    bodies = list(JsonEncoder().encode(scrapes, limit))
     assert len(bodies) > 1 and all(len(b) <= limit for b in bodies)
     assert point_count(decode_json(bodies)) == 2 * conversion.data_points
-    protobuf_bodies = encode_protobuf(scrapes, max(limit, 60_000))
+    protobuf_bodies = list(encode_protobuf(scrapes, max(limit, 60_000)))
     assert len(protobuf_bodies) > 1 and all(len(b) <= max(limit, 60_000) for b in protobuf_bodies)
 
 
