@@ -1,17 +1,20 @@
 """Files that readers never see half-written and that survive a crash whole or not at all."""
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-# A temporary file is named ``.<final name>.tmp`` in the final file's folder (so the rename stays
-# on one file system); readers skip dot-names, and maintenance deletes old ones a crash left.
+# A temporary file is named ``.<final name>.<random>.tmp`` in the final file's folder (so the rename
+# stays on one file system); readers skip dot-names, and maintenance deletes old ones a crash left.
 TEMPORARY_SUFFIX = ".tmp"
 
 
 def temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
+    """A name no other writer of ``path`` uses: two of them sharing one temporary could rename the
+    other's half-written bytes (two overlapping compactions of one hour write the same file name)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:

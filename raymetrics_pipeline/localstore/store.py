@@ -6,11 +6,13 @@ rows' ``p_timestamp``) holding
 * ``cycle-<p_timestamp ms>-<random>.parquet``: one per scrape cycle;
 * ``compacted-<ms>.parquet``: every row of the hour's cycle files up to that ``p_timestamp``.
 
-Every file is written under a dot-name and renamed, so a reader never sees a torn file and
-a crash leaves at most a stray temporary file. A reader lists a folder once and reads its
-newest compacted file plus the cycle files after it. Compaction writes the new file before
-deleting what it replaced, and retention deletes whole hours, so a listing is never wrong,
-only sometimes stale: a query that loses a file to them mid-read lists again.
+Every file is written under a dot-name of its own and renamed, so a reader never sees a torn
+file, two overlapping compactions never rename each other's half-written bytes, and a crash
+leaves at most a stray temporary file, which compaction deletes an hour on. A reader lists a
+folder once and reads its newest compacted file plus the cycle files after it. Compaction
+writes the new file before deleting what it replaced, and retention deletes whole hours, so a
+listing is never wrong, only sometimes stale: a query that loses a file to them mid-read
+lists again.
 
 Not DuckDB: Ray's label keys collide by case (``Version``/``version``), which Parquet and
 DataFusion keep apart, and a DuckDB reader would block this writer.
@@ -22,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -161,7 +162,7 @@ class LocalStore:
         settled = _millis(now - COMPACTION_SETTLE)
         report = CompactionReport()
         for folder in self.hours(end=now):
-            remove_stale_temporaries(folder.path, _STALE_TEMPORARY_SECONDS, time.time())
+            remove_stale_temporaries(folder.path, _STALE_TEMPORARY_SECONDS, now.timestamp())
             files, replaced = folder.listing()
             for path in replaced:  # left behind by a compaction that stopped before its deletes
                 path.unlink(missing_ok=True)
