@@ -31,7 +31,7 @@ from raymetrics_pipeline.parseable.backend import ParseableBackend  # noqa: E402
 from raymetrics_pipeline.parseable.encode import DEFAULT_MAX_REQUEST_BYTES, JSON, encode  # noqa: E402
 from raymetrics_pipeline_tests.exporters import Exporter  # noqa: E402
 
-SMALL = "# TYPE ray_node_cpu_utilization gauge\nray_node_cpu_utilization{NodeAddress=\"127.0.0.1\"} 12.5\n"
+SMALL = '# TYPE ray_node_cpu_utilization gauge\nray_node_cpu_utilization{NodeAddress="127.0.0.1"} 12.5\n'
 
 
 def large_exposition(series: int) -> str:

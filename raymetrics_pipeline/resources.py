@@ -23,6 +23,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from raymetrics_pipeline.common.urls import has_credentials, without_credentials
 from raymetrics_pipeline.dataset.backend import Backend
 from raymetrics_pipeline.dataset.query import MetricsQuery
 from raymetrics_pipeline.ingest.otlp import parse_resource_attributes
@@ -228,6 +229,17 @@ def _secret(name: str, environ: Mapping[str, str]) -> dg.EnvVar | None:
     return dg.EnvVar(name) if environ.get(name) else None
 
 
+def _url_setting(name: str, environ: Mapping[str, str], credentials_allowed: bool = False) -> str | dg.EnvVar:
+    """A setting that names URLs, as Dagster keeps and shows it (resource config: the UI, every run's job
+    snapshot). Where credentials are refused (with an error naming the setting), they are masked here so the
+    refusal never stores them; where they are allowed (RAY_DASHBOARD_URL), such a value is read from the
+    environment when used, never stored."""
+    value = environ.get(name, "")
+    if not has_credentials(value):
+        return value
+    return dg.EnvVar(name) if credentials_allowed else without_credentials(value)
+
+
 # The spool must hold at least a few cycles' bodies of a large cluster.
 MIN_SPOOL_BYTES = 16 * 1024**2
 
@@ -242,7 +254,7 @@ def backend_from_env(environ: Mapping[str, str]) -> MetricsBackendResource:
     return ParseableResource(
         data_dir=data_dir,
         stream=stream,
-        url=environ["PARSEABLE_URL"],
+        url=_url_setting("PARSEABLE_URL", environ),
         username=_secret("PARSEABLE_USERNAME", environ),
         password=_secret("PARSEABLE_PASSWORD", environ),
         otlp_encoding=(environ.get("PARSEABLE_OTLP_ENCODING") or "json").lower(),
@@ -265,8 +277,8 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
     data_dir = default_data_dir(environ)
     return {
         "ray_metrics": RayMetricsSource(
-            targets=environ.get("RAY_METRICS_TARGETS", ""),
-            dashboard_url=environ.get("RAY_DASHBOARD_URL", ""),
+            targets=_url_setting("RAY_METRICS_TARGETS", environ),
+            dashboard_url=_url_setting("RAY_DASHBOARD_URL", environ, credentials_allowed=True),
             discovery_file=environ.get("RAY_PROM_DISCOVERY_FILE") or DEFAULT_DISCOVERY_FILE,
             host_override=environ.get("RAY_METRICS_HOST", ""),
             scrape_timeout_seconds=_seconds("RAYMETRICS_SCRAPE_TIMEOUT", environ, 5.0),

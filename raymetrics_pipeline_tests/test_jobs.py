@@ -116,7 +116,8 @@ def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
 
 def test_a_refused_series_fails_the_run_and_is_set_aside_while_the_rest_arrives(instance, tmp_path):
     # Parseable refuses a row that sets its own p_timestamp (docs/parseable.md): a label can do that.
-    with Exporter('m 1\nbad{p_timestamp="x"} 1\n') as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
+    refused = 'bad{p_timestamp="x"} 1\n'
+    with Exporter("m 1\n" + refused) as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
         result = scrape_and_ship.execute_in_process(
             resources=resources(parseable, ray.target, tmp_path), instance=instance, raise_on_error=False
         )

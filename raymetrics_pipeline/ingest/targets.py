@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from raymetrics_pipeline.common.urls import scrub, without_credentials
+
 DEFAULT_DISCOVERY_FILE = "/tmp/ray/prom_metrics_service_discovery.json"
 START_RAY_HINT = "ray start --head --metrics-export-port=8080"
 
@@ -193,14 +195,16 @@ def discover(settings: TargetSettings, timeout_seconds: float = 2.0) -> Discover
 
     if settings.dashboard_url.strip():
         url = settings.dashboard_url.strip().rstrip("/") + "/api/prometheus/sd"
+        shown = without_credentials(url)  # httpx's errors repeat the URL as given
         try:
             response = httpx.get(url, timeout=timeout_seconds)
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as error:
-            return Discovery((), "RAY_DASHBOARD_URL", f"GET {url} failed: {type(error).__name__}: {error}")
-        targets = _targets_from_sd(document, f"RAY_DASHBOARD_URL ({url})")
-        source, origin, session = "RAY_DASHBOARD_URL", url, ""
+            reason = scrub(str(error), url)
+            return Discovery((), "RAY_DASHBOARD_URL", f"GET {shown} failed: {type(error).__name__}: {reason}")
+        targets = _targets_from_sd(document, f"RAY_DASHBOARD_URL ({shown})")
+        source, origin, session = "RAY_DASHBOARD_URL", shown, ""
     else:
         path = Path(settings.discovery_file or DEFAULT_DISCOVERY_FILE)
         try:

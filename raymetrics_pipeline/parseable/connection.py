@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
 from raymetrics_pipeline.common import USER_AGENT
 from raymetrics_pipeline.dataset.names import validate_dataset_name
 
-_USERINFO_RE = re.compile(r"(?<=//)[^/@]*@")
-
 
 def server_url(url: str) -> str:
-    """``PARSEABLE_URL`` checked and without its trailing slash; a clear error when it cannot work."""
-    shown = _USERINFO_RE.sub("***@", url)  # errors reach logs: never repeat a password
-    if any(char.isspace() for char in url):  # httpx would drop what follows a space (`host: 80` loses its port)
-        raise ValueError(f"PARSEABLE_URL={shown!r} contains a space: write it like http://localhost:8000")
-    parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"PARSEABLE_URL={shown!r} is not an http(s) URL such as http://localhost:8000")
-    if parsed.userinfo:
+    """``PARSEABLE_URL`` checked and without its trailing slash; a clear error when it cannot work.
+
+    Errors reach logs: what may carry credentials is refused before any error repeats the URL.
+    """
+    if "@" in url:  # userinfo however written: no scheme, or a '/' or '@' in the password, hides it from parsers
         raise ValueError("PARSEABLE_URL must not carry credentials: set PARSEABLE_USERNAME and PARSEABLE_PASSWORD")
+    if "?" in url or "#" in url:  # where tokens go, and never part of a server root
+        raise ValueError(
+            "PARSEABLE_URL must be the server root, without a query string or fragment: write it like "
+            "http://localhost:8000 (credentials go in PARSEABLE_USERNAME and PARSEABLE_PASSWORD)"
+        )
+    if any(char.isspace() for char in url):  # httpx would drop what follows a space (`host: 80` loses its port)
+        raise ValueError(f"PARSEABLE_URL={url!r} contains a space: write it like http://localhost:8000")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"PARSEABLE_URL={url!r} is not a URL ({error}): write it like http://localhost:8000") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"PARSEABLE_URL={url!r} is not an http(s) URL such as http://localhost:8000")
     return str(parsed).rstrip("/")
 
 

@@ -20,11 +20,11 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from raymetrics_pipeline.common import USER_AGENT
+from raymetrics_pipeline.common.urls import scrub, without_credentials
 from raymetrics_pipeline.ingest.targets import session_folder
 from raymetrics_pipeline.rayapi.models import RayApiFormatError, RayJob, TaskSummary, parse_jobs, parse_task_summary
 
@@ -53,17 +53,6 @@ class RayApiError(RuntimeError):
 
 class DashboardNotFound(RayApiError):
     """No running Ray dashboard could be found from the files Ray writes on this machine."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with any ``user:pass@`` replaced by ``***@``, fit for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _normalize(url: str) -> str:
@@ -134,7 +123,7 @@ class RayDashboard:
         self._client.close()
 
     def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        shown = mask_url(self.url + path)
+        shown = without_credentials(self.url + path)
         try:
             response = self._client.get(path, params=params)
         except httpx.TimeoutException as error:
@@ -143,7 +132,7 @@ class RayDashboard:
                 f"The Ray dashboard at {shown} gave {reason}. {_REACH_HINT}", shown, reason=reason
             ) from None
         except httpx.HTTPError as error:
-            reason = _scrub(f"{type(error).__name__}: {error}", self.url)
+            reason = scrub(f"{type(error).__name__}: {error}", self.url)
             raise RayApiError(
                 f"Cannot reach the Ray dashboard at {shown} ({reason}). {_REACH_HINT}", shown, reason=reason
             ) from None
@@ -173,7 +162,7 @@ class RayDashboard:
         try:
             return parse_jobs(document)
         except RayApiFormatError as error:
-            shown = mask_url(self.url + JOBS_PATH)
+            shown = without_credentials(self.url + JOBS_PATH)
             raise RayApiError(f"{shown} is not Ray's Jobs API: {error}. {_REACH_HINT}", shown, 200) from None
 
     def task_summary(self, job_id: str) -> TaskSummary:
@@ -192,14 +181,14 @@ class RayDashboard:
         try:
             return parse_task_summary(job_id.lower(), document)
         except RayApiFormatError as error:
-            shown = mask_url(self.url + TASK_SUMMARY_PATH)
+            shown = without_credentials(self.url + TASK_SUMMARY_PATH)
             raise RayApiError(f"{shown}: {error}. {_REACH_HINT}", shown, 200) from None
 
     def version(self) -> dict[str, Any]:
         """``GET /api/version``: ``ray_version`` and ``session_name`` of the cluster this dashboard serves."""
         document = self._get_json(VERSION_PATH)
         if not isinstance(document, dict) or "session_name" not in document:
-            shown = mask_url(self.url + VERSION_PATH)
+            shown = without_credentials(self.url + VERSION_PATH)
             raise RayApiError(f"{shown} is not the Ray dashboard's version endpoint. {_REACH_HINT}", shown, 200)
         return document
 
@@ -214,11 +203,6 @@ def fetch_task_summary(url: str, job_id: str, timeout_seconds: float = DEFAULT_T
     """One job's task attempts by name and state, from the dashboard at ``url``."""
     with RayDashboard(url, timeout_seconds) as dashboard:
         return dashboard.task_summary(job_id)
-
-
-def _scrub(text: str, url: str) -> str:
-    userinfo = urlsplit(url).netloc.rpartition("@")[0]
-    return text.replace(userinfo, "***") if userinfo else text
 
 
 # --------------------------------------------------------------------------- finding the dashboard

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from raymetrics_pipeline.common.urls import without_credentials
 from raymetrics_pipeline.rayapi.client import (
     DashboardNotFound,
     RayApiError,
@@ -20,7 +21,6 @@ from raymetrics_pipeline.rayapi.client import (
     dashboard_url_from,
     fetch_jobs,
     fetch_task_summary,
-    mask_url,
 )
 from raymetrics_pipeline.rayapi.models import RayApiFormatError, RayJob, parse_jobs, parse_task_summary
 from raymetrics_pipeline_tests.exporters import Exporter
@@ -171,8 +171,9 @@ def test_what_is_not_a_task_summary_is_refused(document):
 
 
 def test_credentials_are_masked():
-    assert mask_url("http://admin:s3cret@head:8265/api/jobs/") == "http://***@head:8265/api/jobs/"
-    assert mask_url("http://head:8265") == "http://head:8265"
+    assert without_credentials("http://admin:s3cret@head:8265/api/jobs/") == "http://***@head:8265/api/jobs/"
+    assert without_credentials("http://admin:s3/c@ret@head:8265") == "http://***@head:8265"
+    assert without_credentials("http://head:8265") == "http://head:8265"
 
 
 def test_a_bad_job_id_is_refused_before_asking():
