@@ -32,6 +32,7 @@ from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.connection import parseable_location
+from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_AGE_SECONDS as DEFAULT_SPOOL_MAX_AGE_SECONDS
 from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from raymetrics_pipeline.rayapi.client import dashboard_url_from
 from raymetrics_pipeline.rollups.database import RollupsLocked, ensure_schema, wait_until_unlocked
@@ -116,6 +117,7 @@ class ParseableResource(MetricsBackendResource):
     otlp_encoding: str = "json"
     compression: str = "gzip"
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    spool_max_age_hours: float = DEFAULT_SPOOL_MAX_AGE_SECONDS / 3600
 
     def backend(self) -> ParseableBackend:
         return ParseableBackend(
@@ -127,6 +129,7 @@ class ParseableResource(MetricsBackendResource):
             self.otlp_encoding,
             self.compression,
             self.spool_max_bytes,
+            self.spool_max_age_hours * 3600,
         )
 
     def describe_location(self) -> str:
@@ -267,6 +270,13 @@ def backend_from_env(environ: Mapping[str, str]) -> MetricsBackendResource:
                 lambda value: value >= MIN_SPOOL_BYTES,
                 f"give a number of bytes of at least {MIN_SPOOL_BYTES} (16 MiB), e.g. {DEFAULT_SPOOL_MAX_BYTES}",
             )
+        ),
+        spool_max_age_hours=_number(
+            "RAYMETRICS_SPOOL_MAX_AGE_HOURS",
+            environ,
+            DEFAULT_SPOOL_MAX_AGE_SECONDS / 3600,
+            lambda hours: hours >= 1,
+            "give a number of hours of at least 1 (a Parseable outage the spool should outlast), e.g. 168",
         ),
     )
 

@@ -100,6 +100,12 @@ def test_settings_come_from_the_environment():
     for size in ("1000", "lots"):
         with pytest.raises(ValueError, match="RAYMETRICS_SPOOL_MAX_BYTES"):
             resources_from_env({**parseable_env, "RAYMETRICS_SPOOL_MAX_BYTES": size})
+    aged = resources_from_env({**parseable_env, "RAYMETRICS_SPOOL_MAX_AGE_HOURS": "24"})["backend"]
+    assert aged.backend().spool.max_age_seconds == 86_400
+    assert resources_from_env(parseable_env)["backend"].backend().spool.max_age_seconds == 7 * 86_400
+    for age in ("0.5", "a week"):
+        with pytest.raises(ValueError, match="RAYMETRICS_SPOOL_MAX_AGE_HOURS"):
+            resources_from_env({**parseable_env, "RAYMETRICS_SPOOL_MAX_AGE_HOURS": age})
     for timeout in ("20", "1e-9", "soon"):
         with pytest.raises(ValueError, match="RAYMETRICS_SCRAPE_TIMEOUT"):
             resources_from_env({"RAYMETRICS_SCRAPE_TIMEOUT": timeout})

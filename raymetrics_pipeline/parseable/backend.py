@@ -11,10 +11,10 @@ from pathlib import Path
 from raymetrics_pipeline.parseable.client import IngestClient
 from raymetrics_pipeline.parseable.connection import ParseableSettings
 from raymetrics_pipeline.parseable.sink import ParseableSink
-from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_BYTES, Spool
+from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_BYTES, Spool
 from raymetrics_pipeline.parseable.sql import ParseableSql
 
-INGEST_TIMEOUT_SECONDS = 5.0  # per request; the send loop also cuts each at the run's deadline
+INGEST_TIMEOUT_SECONDS = 5.0  # the connection's default; the send loop sets each request's own (client.py)
 QUERY_TIMEOUT_SECONDS = 60.0  # an hour's rollup over a busy cluster takes seconds, not minutes
 
 
@@ -40,11 +40,12 @@ class ParseableBackend:
         encoding: str = "json",
         compression: str = "gzip",
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
     ) -> None:
         self.settings = ParseableSettings(url, username, password, stream)
         self.encoding, self.compression = encoding, compression
         IngestClient.check(encoding, compression)
-        self.spool = Spool(spool_dir, spool_max_bytes)
+        self.spool = Spool(spool_dir, spool_max_bytes, spool_max_age_seconds)
         self.location = self.settings.location
 
     @contextmanager
