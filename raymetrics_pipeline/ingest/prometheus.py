@@ -4,12 +4,14 @@ Written here rather than taken from ``prometheus_client`` because that parser is
 Ray's scrapes (about 15k samples/s) and rewrites counter names (it strips and re-adds
 ``_total``), while users' SQL depends on names exactly as Ray exposes them. A malformed
 line is reported with its line number and skipped, so one bad line never costs the rest
-of the scrape.
+of the scrape. Every step is linear in the line it reads, whatever the line holds, and
+``parse`` can be given a deadline, so no answer can hold up a cycle.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 METRIC_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
@@ -28,14 +30,21 @@ _BOUND_LABEL_SUFFIXES = {"histogram": ("_bucket", "le"), "summary": ("", "quanti
 
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _PLAIN_KEY_PIECE_RE = re.compile(r",[a-zA-Z_][a-zA-Z0-9_]*=")
-# Label sets with blanks or escapes go through these general patterns.
-_PAIR = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\.)*"[ \t]*'
-_LABELS_RE = re.compile(rf"(?:{_PAIR}(?:,{_PAIR})*,?)?[ \t]*")
-_PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"')
+# Label sets with blanks or escapes are read one ``name="value"`` pair (and the blanks around it) at a
+# time. One pattern for the whole set had two runs of blanks in a row (after the last pair and at the
+# end), and on a line that did not match, the engine tried every split of a long run between them:
+# 64k blanks took 7 to 11 s. (Possessive quantifiers would avoid that, but match wrongly before 3.11.5.)
+_PAIR_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\\n]|\\.)*)"[ \t]*')
+_BLANKS_RE = re.compile(r"[ \t]*")
 _ESCAPE_RE = re.compile(r"\\(.)")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
 _TIMESTAMP_RE = re.compile(r"-?[0-9]+")
+# The most digits a 64-bit integer has. A timestamp with more is out of range for every store, and
+# is not handed to int(), which is quadratic in the digits and raises past 4,300 of them.
+_MAX_TIMESTAMP_DIGITS = 20
+# How often ``parse`` looks at the clock: rarely enough to cost nothing per line.
+_LINES_PER_DEADLINE_CHECK = 1024
 
 
 class LabelSet:
@@ -111,6 +120,11 @@ class _LineError(ValueError):
     pass
 
 
+def _quoted(text: str) -> str:
+    """``text`` as a message shows it, cut short: a bad line can be megabytes long."""
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+
+
 def _unescape(text: str, escapes: dict[str, str], strict: bool) -> str:
     def replace(match: re.Match[str]) -> str:
         char = match.group(1)
@@ -151,9 +165,16 @@ def parse_labels(text: str) -> LabelSet:
                 keys = _learn_layout(layout)
             if keys is not None:
                 return LabelSet(keys, tuple(pieces[1::2]))
-    if not _LABELS_RE.fullmatch(text):
+    pairs = []
+    position = 0
+    while match := _PAIR_RE.match(text, position):
+        pairs.append(match.groups())
+        position = match.end()
+        if not text.startswith(",", position):
+            break
+        position += 1  # a comma may end the set
+    if not _BLANKS_RE.fullmatch(text, position):
         raise _LineError("malformed label set")
-    pairs = _PAIR_RE.findall(text)
     keys = tuple(key for key, _ in pairs)
     if len(set(keys)) != len(keys):
         raise _LineError("duplicate label name")
@@ -168,7 +189,15 @@ def _cut_plain_label(text: str, name: str) -> tuple[str, str] | None:
     """
     needle = name + '="'
     at = text.find(needle)
-    while at >= 0 and not ((at == 0 or text[at - 1] == ",") and text.count('"', 0, at) % 2 == 0):
+    # The quotes are counted once, up to each candidate in turn: counting from the start for
+    # every candidate was quadratic in a value holding many ``,le="``.
+    quotes, counted_to = 0, 0
+    while at >= 0:
+        if at == 0 or text[at - 1] == ",":
+            quotes += text.count('"', counted_to, at)
+            counted_to = at
+            if quotes % 2 == 0:
+                break
         at = text.find(needle, at + 1)
     if at < 0:
         return None
@@ -176,8 +205,8 @@ def _cut_plain_label(text: str, name: str) -> tuple[str, str] | None:
     end = text.find('"', start)
     if end < 0:
         return None
-    if at == 0:
-        return text[end + 2 :] if text[end + 1 : end + 2] == "," else text[end + 1 :], text[start:end]
+    if at == 0:  # the comma after the pair goes with it, and so do blanks before that comma
+        return text[end + 1 :].lstrip(" \t").removeprefix(","), text[start:end]
     return text[: at - 1] + text[end + 1 :], text[start:end]
 
 
@@ -199,8 +228,12 @@ def _labels_and_bound(text: str, bound_name: str, labels_by_text: dict[str, Labe
     return LabelSet(keys[:index] + keys[index + 1 :], values[:index] + values[index + 1 :]), values[index]
 
 
-def parse(text: str) -> Exposition:
-    """Parse one scrape body; never raises on bad content."""
+def parse(text: str, deadline: float | None = None) -> Exposition:
+    """Parse one scrape body; never raises on bad content.
+
+    Past ``deadline`` (a ``time.monotonic()`` value) parsing stops, keeping the samples read so
+    far and reporting where it stopped, so one huge or slow answer cannot cost the cycle.
+    """
     families: dict[str, MetricFamily] = {}
     owner_of_sample_name: dict[str, MetricFamily] = {}
     bound_label_of_sample_name: dict[str, str] = {}
@@ -215,58 +248,82 @@ def parse(text: str) -> Exposition:
             found = families[name] = MetricFamily(name)
         return found
 
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        if not line or line.isspace():
-            continue
-        if line[0] in " \t":
-            line = line.lstrip(" \t")
-        try:
-            if line[0] == "#":
-                _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name)
+    lines = text.split("\n")
+    line_count = len(lines) - (lines[-1] == "")
+    for first in range(0, line_count, _LINES_PER_DEADLINE_CHECK):
+        if deadline is not None and time.monotonic() > deadline:
+            errors.append(_stopped(first + 1, line_count))
+            break
+        chunk = lines[first : first + _LINES_PER_DEADLINE_CHECK]
+        for line_no, line in enumerate(chunk, start=first + 1):
+            if not line or line.isspace():
                 continue
-            brace = line.find("{")
-            bound = None
-            if brace < 0:
-                name, *value_parts = line.split()
-                labels = NO_LABELS
-            else:
-                close = line.rfind("}")
-                if close < brace:
-                    raise _LineError("unclosed label set")
-                name = line[:brace].rstrip(" \t")
-                label_text = line[brace + 1 : close]
-                bound_name = bound_label_of_sample_name.get(name)
-                if bound_name is not None:
-                    labels, bound = _labels_and_bound(label_text, bound_name, labels_by_text)
-                else:
-                    labels = labels_by_text.get(label_text)
-                    if labels is None:
-                        labels = labels_by_text[label_text] = parse_labels(label_text)
-                value_parts = line[close + 1 :].split()
-            if name not in owner_of_sample_name and not _NAME_RE.fullmatch(name):
-                raise _LineError(f"invalid metric name {name!r}")
-            if len(value_parts) == 1:
-                timestamp_ms = None
-            elif len(value_parts) == 2 and _TIMESTAMP_RE.fullmatch(value_parts[1]):
-                timestamp_ms = int(value_parts[1])
-            else:
-                raise _LineError("expected a value and an optional integer timestamp in milliseconds")
+            if line[0] in " \t":
+                line = line.lstrip(" \t")
             try:
-                value = float(value_parts[0])
-            except ValueError:
-                value = None
-            if value is None or "_" in value_parts[0]:  # Go's ParseFloat takes no "1_000"
-                raise _LineError(f"invalid value {value_parts[0]!r}")
-        except _LineError as error:
-            errors.append(ParseError(line_no, str(error), line[:300]))
-            continue
-        owner = owner_of_sample_name.get(name)
-        if owner is None:
-            owner = owner_of_sample_name[name] = family(name)
-        owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no, bound))
-        sample_count += 1
+                if line[0] == "#":
+                    _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name)
+                    continue
+                brace = line.find("{")
+                bound = None
+                if brace < 0:
+                    name, *value_parts = line.split()
+                    labels = NO_LABELS
+                else:
+                    close = line.rfind("}")
+                    if close < brace:
+                        raise _LineError("unclosed label set")
+                    name = line[:brace].rstrip(" \t")
+                    label_text = line[brace + 1 : close]
+                    bound_name = bound_label_of_sample_name.get(name)
+                    if bound_name is not None:
+                        labels, bound = _labels_and_bound(label_text, bound_name, labels_by_text)
+                    else:
+                        labels = labels_by_text.get(label_text)
+                        if labels is None:
+                            labels = labels_by_text[label_text] = parse_labels(label_text)
+                    value_parts = line[close + 1 :].split()
+                if name not in owner_of_sample_name and not _NAME_RE.fullmatch(name):
+                    raise _LineError(f"invalid metric name {_quoted(name)}")
+                if len(value_parts) == 1:
+                    timestamp_ms = None
+                elif len(value_parts) == 2 and _TIMESTAMP_RE.fullmatch(value_parts[1]):
+                    timestamp_ms = _timestamp_ms(value_parts[1])
+                else:
+                    raise _LineError("expected a value and an optional integer timestamp in milliseconds")
+                try:
+                    value = float(value_parts[0])
+                except ValueError:
+                    value = None
+                if value is None or "_" in value_parts[0]:  # Go's ParseFloat takes no "1_000"
+                    raise _LineError(f"invalid value {_quoted(value_parts[0])}")
+            except _LineError as error:
+                errors.append(ParseError(line_no, str(error), line[:300]))
+                continue
+            owner = owner_of_sample_name.get(name)
+            if owner is None:
+                owner = owner_of_sample_name[name] = family(name)
+            owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no, bound))
+            sample_count += 1
 
     return Exposition([f for f in families.values() if f.samples], errors, sample_count)
+
+
+def _timestamp_ms(text: str) -> int:
+    """An integer timestamp; one with more digits than a 64-bit integer is out of range for every store."""
+    digits = text.lstrip("-").lstrip("0") or "0"
+    if len(digits) > _MAX_TIMESTAMP_DIGITS:
+        raise _LineError("timestamp out of range (1970 to 9999)")
+    return -int(digits) if text[0] == "-" else int(digits)
+
+
+def _stopped(line_no: int, line_count: int) -> ParseError:
+    return ParseError(
+        line_no,
+        f"parse stopped at line {line_no} of {line_count}: the time bound passed, "
+        "and the rest of this target's answer was not converted",
+        "",
+    )
 
 
 def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name) -> None:
@@ -275,7 +332,7 @@ def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_nam
         return  # an ordinary comment
     keyword, name = parts[1], parts[2]
     if not _NAME_RE.fullmatch(name):
-        raise _LineError(f"invalid metric name {name!r} in # {keyword}")
+        raise _LineError(f"invalid metric name {_quoted(name)} in # {keyword}")
     rest = parts[3].rstrip("\r") if len(parts) > 3 else ""
     target = family(name)
     if keyword == "HELP":
@@ -283,9 +340,9 @@ def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_nam
         return
     metric_type = rest.strip()
     if metric_type not in METRIC_TYPES:
-        raise _LineError(f"unknown metric type {metric_type!r} (expected one of {sorted(METRIC_TYPES)})")
+        raise _LineError(f"unknown metric type {_quoted(metric_type)} (expected one of {sorted(METRIC_TYPES)})")
     if target.samples:
-        raise _LineError(f"# TYPE for {name!r} after its samples")
+        raise _LineError(f"# TYPE for {_quoted(name)} after its samples")
     target.type = metric_type
     for suffix in _OWNED_SUFFIXES[metric_type]:
         owner_of_sample_name.setdefault(name + suffix, target)

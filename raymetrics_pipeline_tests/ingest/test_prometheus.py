@@ -1,9 +1,13 @@
+import itertools
 import math
+import time
+import timeit
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raymetrics_pipeline.ingest import prometheus
 from raymetrics_pipeline.ingest.prometheus import parse
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
@@ -211,3 +215,131 @@ def test_the_bound_label_comes_out_wherever_it_sits_and_whatever_the_values_hold
     assert exposition.errors == []
     (sample,) = exposition.families[0].samples
     assert (tuple(sample.labels), sample.bound) == (tuple(pairs), bound)
+
+
+def parse_seconds(text: str) -> float:
+    """The best of three runs: the machine is shared, and a pause in one run is not the parser's."""
+    return min(timeit.repeat(lambda: parse(text), number=1, repeat=3))
+
+
+# Lines about `size` characters long, built to make a parser slow or raise; the flag says whether they are
+# valid. Blanks before the brace and `,le="` needles took time quadratic in the size; a long timestamp raised.
+PATHOLOGICAL_LINES = {
+    "blanks before the closing brace": (lambda size: ['evil{a="b"' + " " * size + "x} 1"], False),
+    "blanks after a comma": (lambda size: ['evil{a="b",' + " " * size + "x} 1"], False),
+    "blanks in a valid label set": (lambda size: ['spaced{a="b"' + " " * size + "} 1"], True),
+    "a label set never closed": (lambda size: ["evil{" + ",".join(['a="b"'] * (size // 6)) + " 1"], False),
+    "commas": (lambda size: ['evil{a="b"' + "," * size + "} 1"], False),
+    "pairs then junk": (lambda size: ["evil{" + ", ".join(f'a{i} = "b"' for i in range(size // 10)) + " x} 1"], False),
+    "escapes": (lambda size: ['escaped{a="' + "\\n" * (size // 2) + '"} 1'], True),
+    "escapes in an unclosed value": (lambda size: ['evil{a="' + "\\n" * (size // 2) + "} 1"], False),
+    'values ending in ,le=" before the bucket bound': (
+        lambda size: [
+            "# TYPE lat histogram",
+            "lat_bucket{" + ",".join(f'a{i}="x,le="' for i in range(size // 12)) + ',le="1"} 1',
+        ],
+        True,
+    ),
+    'quotes and ,le=" needles': (
+        lambda size: ["# TYPE lat histogram", 'lat_bucket{x="' + ',le=""' * (size // 6) + "} 1"],
+        False,
+    ),
+    "distinct label layouts": (lambda size: [f'layouts{{k{i}="v"}} {i}' for i in range(size // 20)], True),
+    "escapes in a # HELP": (lambda size: ["# HELP helped " + "\\n" * (size // 2), "helped 1"], True),
+    "a long name": (lambda size: ["9" + "e" * size + " 1"], False),
+    "a long value": (lambda size: ["evil " + "1" * size + "x"], False),
+    "a long timestamp": (lambda size: ["evil 1 " + "1" * size], False),
+}
+
+
+@pytest.mark.parametrize("make_lines, _", PATHOLOGICAL_LINES.values(), ids=PATHOLOGICAL_LINES.keys())
+def test_a_pathological_line_costs_time_linear_in_its_length(make_lines, _):
+    small, large = (parse_seconds("\n".join(make_lines(size)) + "\n") for size in (16_000, 128_000))
+    # 8x the input: linear is 8x the time; allow 20x. The floor covers what is not the parser's: a run of
+    # a few milliseconds is noise, and a larger run may need fresh memory from the system.
+    assert large <= 20 * max(small, 0.005)
+    assert large < 1.0
+
+
+@pytest.mark.parametrize("make_lines, valid", PATHOLOGICAL_LINES.values(), ids=PATHOLOGICAL_LINES.keys())
+def test_a_pathological_line_is_reported_and_the_lines_around_it_kept(make_lines, valid):
+    lines = ["good_before 1", *make_lines(128_000), "good_after 2"]
+    exposition = parse("\n".join(lines) + "\n")
+    assert {"good_before", "good_after"} <= {f.name for f in exposition.families}
+    if valid:
+        assert exposition.errors == []
+        assert exposition.sample_count == independent_sample_count("\n".join(lines))
+    else:
+        assert [e.line_no for e in exposition.errors] == [len(lines) - 1]
+        assert exposition.sample_count == 2
+        assert len(str(exposition.errors[0])) < 1_000  # a megabyte line makes no megabyte log line
+
+
+def test_a_timestamp_longer_than_any_64_bit_integer_is_reported_not_raised():
+    """Python's int() refuses more than 4,300 digits with a ValueError, which escaped `parse`."""
+    exposition = parse(f"a 1 {'1' * 5_000}\nb 2 -{'9' * 21}\nc 3 {'0' * 5_000}17\n")
+    assert [(e.line_no, e.message) for e in exposition.errors] == [
+        (1, "timestamp out of range (1970 to 9999)"),
+        (2, "timestamp out of range (1970 to 9999)"),
+    ]
+    assert [(s.name, s.timestamp_ms) for f in exposition.families for s in f.samples] == [("c", 17)]
+
+
+def numbered_samples(count: int) -> str:
+    return "".join(f'm{{i="{i}",zone="z\\"{i % 7}"}} {i}\n' for i in range(count))
+
+
+def test_a_deadline_already_past_stops_before_the_first_line():
+    exposition = parse(numbered_samples(10), deadline=time.monotonic() - 1)
+    assert (exposition.families, exposition.sample_count) == ([], 0)
+    (error,) = exposition.errors
+    assert error.line_no == 1
+    assert error.message.startswith("parse stopped at line 1 of 10: the time bound passed")
+    assert "not converted" in error.message
+
+
+def test_a_deadline_keeps_what_was_parsed_and_says_where_it_stopped(monkeypatch):
+    """The clock is read once per 1,024 lines: here it passes the deadline at the third reading."""
+    readings = itertools.count()
+    monkeypatch.setattr(prometheus.time, "monotonic", lambda: next(readings))
+    exposition = parse(numbered_samples(5_000), deadline=1.5)
+    assert exposition.sample_count == 2 * 1024
+    assert [s.value for s in exposition.families[0].samples] == list(range(2 * 1024))
+    assert [(e.line_no, e.message.split(":")[0]) for e in exposition.errors] == [
+        (2 * 1024 + 1, "parse stopped at line 2049 of 5000")
+    ]
+
+
+def test_a_large_answer_stops_soon_after_its_deadline():
+    text = numbered_samples(300_000)  # seconds of parsing: these labels take the general path
+    started = time.monotonic()
+    exposition = parse(text, deadline=started + 0.05)
+    assert time.monotonic() - started < 1.0
+    (error,) = exposition.errors
+    assert "time bound" in error.message
+    assert error.line_no < 300_000 and error.line_no % 1024 == 1
+    assert exposition.sample_count == error.line_no - 1
+
+
+def test_a_deadline_not_reached_changes_nothing():
+    text = FIXTURES[0].text()
+    assert parse(text, deadline=time.monotonic() + 60) == parse(text)
+
+
+def test_blanks_after_a_bound_label_written_first_are_allowed():
+    """Found by the long fuzz run: cutting `le="1"` out of `le="1" ,a="b"` left ` ,a="b"`, a malformed label set."""
+    text = """# TYPE lat histogram
+lat_bucket{le="1" ,a="b"} 1
+lat_bucket{le="+Inf"\t, a="b"} 2
+lat_bucket{le="+Inf" } 2
+# TYPE rpc summary
+rpc{quantile="0.5" ,a="b"} 1
+"""
+    exposition = parse(text)
+    assert exposition.errors == []
+    assert [(s.bound, tuple(s.labels)) for f in exposition.families for s in f.samples] == [
+        ("1", (("a", "b"),)),
+        ("+Inf", (("a", "b"),)),
+        ("+Inf", ()),
+        ("0.5", (("a", "b"),)),
+    ]
