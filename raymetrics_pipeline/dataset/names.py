@@ -2,6 +2,10 @@
 
 # The column Parseable stamps with the time it received a row; its query window is on this column.
 RECEIVED_AT = "p_timestamp"
+# Parseable's name for a series on every row: a hash of the metric name and every label and resource attribute
+# (docs/parseable.md#rows). This name on HEAD (and in the local store); the older one in v2.8.0-v2.9.5.
+SERIES_HASH = "__series_hash_u64"
+OLDER_SERIES_HASH = "__series_hash"
 # The dataset format our requests declare (the X-P-Log-Source header), kept in the p_format column.
 LOG_SOURCE = "otel-metrics"
 

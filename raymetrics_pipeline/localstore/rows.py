@@ -17,11 +17,10 @@ from datetime import datetime
 import pyarrow as pa
 
 from raymetrics_pipeline.common import USER_AGENT
-from raymetrics_pipeline.dataset.names import LOG_SOURCE, RECEIVED_AT
+from raymetrics_pipeline.dataset.names import LOG_SOURCE, RECEIVED_AT, SERIES_HASH
 from raymetrics_pipeline.ingest.otlp import CUMULATIVE, HistogramPoint, Metric, ResourceMetrics, SummaryPoint
 
 TIMESTAMP = pa.timestamp("ms")
-SERIES_HASH = "__series_hash_u64"
 # Types of every column that is not an attribute (attributes are strings).
 COLUMN_TYPES: dict[str, pa.DataType] = {
     "metric_name": pa.string(),

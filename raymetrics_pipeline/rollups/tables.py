@@ -11,6 +11,11 @@ one of:
 Adding a column is one ``Column`` line; the DDL, the pull, the write, the asset's column
 schema and docs/rollup-tables.md all come from these declarations. Minutes are by sample time
 (``time_unix_nano``), not arrival, so points replayed after an outage land where they were measured.
+
+Each point (series and sample time) counts once, however often it was stored: Parseable has no idempotency key, so
+a body it stored whose answer timed out is stored again from the spool, stamped with a later ``p_timestamp``. A
+source that sums over series reads ``points_once``; one that takes the MAX per series and time, or a DISTINCT, is
+unchanged by a second copy.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from raymetrics_pipeline.common import markdown
-from raymetrics_pipeline.dataset.names import RECEIVED_AT
+from raymetrics_pipeline.dataset.names import OLDER_SERIES_HASH, RECEIVED_AT, SERIES_HASH
 from raymetrics_pipeline.ingest.health import TARGET_ATTRIBUTE, UP
 
 # Ray node clocks and Parseable's may disagree a little: sample times a bit after ingest.
@@ -136,6 +141,39 @@ def label(name: str, dataset_columns: set[str]) -> str:
 
 def value_of(metric: str, aggregate: str = "AVG") -> str:
     return f"{aggregate}(CASE WHEN metric_name = '{metric}' THEN data_point_value END)"
+
+
+# Parseable's own name for a series, the target's service.instance.id among what it hashes; versions before
+# v2.8.0 wrote none.
+SERIES_HASHES = (SERIES_HASH, OLDER_SERIES_HASH)
+# Without a hash, the series is every column but these: Parseable's p_* columns say when and from where a body
+# arrived (docs/parseable.md#system-columns), the only ones two deliveries of it differ in; data_point_* are the
+# point's values; the metric's own fields are fixed by its name.
+_NOT_SERIES_PREFIXES = ("p_", "data_point_")
+_NOT_SERIES = frozenset(("time_unix_nano", "metric_description", "metric_unit", "metric_type"))
+
+
+def points_once(metrics: tuple[str, ...], where: str, dataset_columns: set[str]) -> str:
+    """The ``ray_points`` rows of ``metrics`` where ``where`` holds, each point (series and sample time) once: from
+    the first delivery of it stored.
+
+    The series is told by Parseable's hash, one column to read where the labels are dozens. Rows stored without a
+    hash in a dataset that has one (written before Parseable v2.8) are all kept: nothing cheap tells their series
+    apart.
+    """
+    hashes = [f'"{name}"' for name in SERIES_HASHES if name in dataset_columns]
+    if hashes:
+        series, kept = hashes, f"delivery = 1 OR ({' AND '.join(f'{name} IS NULL' for name in hashes)})"
+    else:
+        labels = sorted(dataset_columns - _NOT_SERIES)
+        series, kept = [f'"{name}"' for name in labels if not name.startswith(_NOT_SERIES_PREFIXES)], "delivery = 1"
+    names = ", ".join(f"'{metric}'" for metric in metrics)
+    return f"""
+        SELECT * FROM (
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY {", ".join(series)}, time_unix_nano ORDER BY {RECEIVED_AT})
+                      AS delivery
+            FROM ray_points WHERE metric_name IN ({names}) AND {where}) AS deliveries
+        WHERE {kept}"""
 
 
 POINT_KEYS = "DATE_TRUNC('minute', time_unix_nano) AS minute, ray_cluster AS cluster_id, ray_session AS session_name"
@@ -293,7 +331,7 @@ def _object_store_scrapes(window: Window, dataset_columns: set[str]) -> str:
         FROM (SELECT {POINT_KEYS}, ray_node AS node, {label("ObjectState", dataset_columns)} AS object_state,
                      {label("Location", dataset_columns)} AS location, time_unix_nano,
                      SUM(data_point_value) AS bytes
-              FROM ray_points WHERE metric_name = 'ray_object_store_memory' AND {samples}
+              FROM ({points_once(("ray_object_store_memory",), samples, dataset_columns)}) AS points
               GROUP BY 1, 2, 3, 4, 5, 6, 7) AS o
         LEFT JOIN (
               SELECT minute, cluster_id, session_name, node, AVG(used) AS node_used_bytes,
@@ -359,15 +397,14 @@ OBJECT_STORE_MINUTE = MinuteTable(
 def _job_scrapes(window: Window, dataset_columns: set[str]) -> str:
     """What Ray labels with a job, per job and scrape: its duration, live actors and running tasks then."""
     state = label("State", dataset_columns)
+    labelled = f"ray_job <> '' AND {samples_in(window.start, window.end)}"
     return f"""
         SELECT {POINT_KEYS}, ray_job AS job_id, time_unix_nano,
                MAX(CASE WHEN metric_name = 'ray_job_duration_s' THEN data_point_value END) AS duration_s,
                SUM(CASE WHEN metric_name = 'ray_actors' AND {state} LIKE 'ALIVE%' THEN data_point_value END) AS actors,
                SUM(CASE WHEN metric_name = 'ray_tasks' AND {state} LIKE 'RUNNING%' THEN data_point_value END)
                    AS running
-        FROM ray_points
-        WHERE metric_name IN ('ray_job_duration_s', 'ray_actors', 'ray_tasks') AND ray_job <> ''
-          AND {samples_in(window.start, window.end)}
+        FROM ({points_once(("ray_job_duration_s", "ray_actors", "ray_tasks"), labelled, dataset_columns)}) AS points
         GROUP BY 1, 2, 3, 4, 5"""
 
 
@@ -562,6 +599,8 @@ def reference() -> str:
         "",
         "Written by `python tools/write_rollup_docs.py` from `raymetrics_pipeline/rollups/tables.py`;",
         "a test fails when this page and the declarations disagree. Keys are marked **key**.",
+        "",
+        "Figures from the metrics count each point (a series at a sample time) once, however often it was stored.",
     ]
     for table in ALL_TABLES:
         kind = {

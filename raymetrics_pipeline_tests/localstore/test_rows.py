@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from raymetrics_pipeline.dataset.names import SERIES_HASH
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
-from raymetrics_pipeline.localstore.rows import SERIES_HASH, rows_table
+from raymetrics_pipeline.localstore.rows import rows_table
 from raymetrics_pipeline_tests.backends import ship
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 

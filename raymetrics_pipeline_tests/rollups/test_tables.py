@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
+from raymetrics_pipeline.dataset.names import SERIES_HASH
 from raymetrics_pipeline.dataset.query import MetricsQuery
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
@@ -20,6 +22,8 @@ from raymetrics_pipeline.rollups.database import create_sql, ensure_schema, writ
 from raymetrics_pipeline.rollups.pull import pull
 from raymetrics_pipeline.rollups.tables import ALL_TABLES, MINUTE_TABLES, Column, Window
 from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures
+from raymetrics_pipeline_tests.test_duplicate_deliveries import as_the_cycle_hands_it
+from raymetrics_pipeline_tests.test_recorded_runs import recorded_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = Window(datetime(2026, 11, 28, 8, tzinfo=UTC), datetime(2026, 11, 28, 9, tzinfo=UTC))
@@ -81,3 +85,51 @@ def test_a_column_declared_after_the_file_was_made_is_added_to_it(tmp_path, monk
         ]
     assert columns[-1] == "cpu_percent_min" and "cpu_percent_min AS cpu_percent_min" not in write_sql(grown)
     assert "CAST(cpu_percent_min AS DOUBLE)" in write_sql(grown)
+
+
+# A round of the recorded ``repeat`` session while its first job runs: many WORKER_HEAP series, live actors and
+# running tasks under the job's id, each target's rows carrying its service.instance.id.
+BUSY_ROUND = rounds(recorded_fixtures("repeat"))[2]
+# Parseable's series hash as each version names it: HEAD (and the local store), v2.8.0-v2.9.5, none before.
+HASHES = {"__series_hash_u64": pa.uint64(), "__series_hash": pa.string(), None: None}
+
+
+def busy_round(sampled: datetime, received: datetime, series_hash: str | None) -> pa.Table:
+    """``BUSY_ROUND`` sampled at ``sampled`` as the local store writes it received at ``received``, its series hash
+    named and typed as ``series_hash`` says (none: a Parseable before v2.8)."""
+    shift = sampled - datetime.fromtimestamp(BUSY_ROUND[0].scrape_time_unix_nano / 1e9, UTC)
+    table = rows_table(as_the_cycle_hands_it(BUSY_ROUND, shift), received)
+    hashes = table[SERIES_HASH]
+    table = table.drop_columns([SERIES_HASH])
+    return table if series_hash is None else table.append_column(series_hash, hashes.cast(HASHES[series_hash]))
+
+
+def pulled(store: LocalStore) -> dict[str, list]:
+    with MetricsQuery(LocalSql(store)) as query:
+        return {name: sorted(rows, key=repr) for name, rows in pull(query, WINDOW, WINDOW.end).items()}
+
+
+@pytest.mark.parametrize("series_hash", HASHES, ids=["HEAD", "v2.8-v2.9.5", "before v2.8"])
+def test_a_point_stored_twice_counts_once_whatever_parseable_wrote(series_hash, tmp_path):
+    """The second copy of a body, stored minutes later, changes no pulled row: found by Parseable's series hash, or
+    without one by every label."""
+    sampled = WINDOW.start + timedelta(minutes=30)
+    once, twice = LocalStore(tmp_path / "once"), LocalStore(tmp_path / "twice")
+    for store, delays in ((once, [2]), (twice, [2, 190])):
+        for delay in delays:
+            received = sampled + timedelta(seconds=delay)
+            store.write(busy_round(sampled, received, series_hash), received)
+    one_copy = pulled(once)
+    assert one_copy["object_store_minute"] and one_copy["job_minute"]
+    assert pulled(twice) == one_copy
+
+
+def test_rows_parseable_stored_before_it_hashed_series_are_all_kept(tmp_path):
+    """In a dataset that has the hash now, rows stored without one count as they are, none taken for a copy of
+    another."""
+    first, second = WINDOW.start + timedelta(minutes=30), WINDOW.start + timedelta(minutes=31)
+    upgraded, hashed = LocalStore(tmp_path / "upgraded"), LocalStore(tmp_path / "hashed")
+    for store, before_upgrade in ((upgraded, None), (hashed, "__series_hash_u64")):
+        store.write(busy_round(first, first, before_upgrade), first)
+        store.write(busy_round(second, second, "__series_hash_u64"), second)
+    assert pulled(upgraded) == pulled(hashed)
