@@ -311,6 +311,13 @@ class ParseableDouble:
         with self._lock:
             self._failures_after_store = [response] * count
 
+    def clear_faults(self) -> None:
+        """Forget failures and delays injected but not yet used."""
+        with self._lock:
+            self._injected_failures.clear()
+            self._answer_delays.clear()
+            self._failures_after_store = []
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Store the next ``count`` POST /v1/metrics as usual, then wait ``seconds`` before answering: a slow
         Parseable that has the data already."""

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 from raymetrics_pipeline.ingest import health, otlp
-from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, ParseError, parse, pieces, stopped
 from raymetrics_pipeline.ingest.scrape import ScrapeResult, scrape_all
 
 REPORTED_PARSE_ERRORS = 5  # per target: enough to see what is wrong without flooding the logs
+# A target's answer is parsed and converted this many characters at a time (prometheus.pieces), so memory
+# holds one piece's objects however large the answer; Ray's usual answers (well under 1 MB) are one piece.
+PIECE_CHARS = 4 * 1024 * 1024
+# A target's parsing and conversion stop after this long (the rest of its answer is reported, not converted).
+# A million series take about 10 s here; the bound is for answers no real endpoint serves.
+TARGET_CONVERT_SECONDS = 60.0
 
 
 class Delivery(Protocol):
@@ -100,33 +106,61 @@ def scrape_figures(outcome: TargetOutcome) -> dict[str, float]:
 
 
 def convert(result: ScrapeResult, resource: LabelSet) -> tuple[TargetOutcome, otlp.ResourceMetrics]:
-    """One scrape's answer as OTLP metrics, with the target's scrape figures, and what happened to it."""
-    outcome, metrics = _convert_answer(result)
-    # The figures share the time of the rows they describe: the scrape time, unless the target stamps its
-    # samples (a federating Prometheus, or a replayed recording), then the newest of those.
-    sampled_at = max((point.time_unix_nano for metric in metrics for point in metric.points), default=None)
-    outcome = replace(outcome, newest_sample_unix_nano=sampled_at)
-    figures = health.gauges(scrape_figures(outcome), sampled_at or result.scrape_time_unix_nano)
-    return outcome, otlp.ResourceMetrics(health.target_resource(resource, result.target), metrics + figures)
+    """One scrape's whole answer as OTLP metrics with the target's scrape figures, and what happened to it."""
+    pieces = convert_in_pieces(result, resource)
+    metrics: list[otlp.Metric] = []
+    while True:
+        try:
+            metrics += next(pieces).metrics
+        except StopIteration as done:
+            return done.value, otlp.ResourceMetrics(health.target_resource(resource, result.target), metrics)
 
 
-def _convert_answer(result: ScrapeResult) -> tuple[TargetOutcome, list[otlp.Metric]]:
+def convert_in_pieces(result: ScrapeResult, resource: LabelSet) -> Generator[otlp.ResourceMetrics, None, TargetOutcome]:
+    """One scrape's answer as OTLP metrics, a piece of the answer at a time (``PIECE_CHARS``), then the
+    target's scrape figures; returns what happened to it.
+
+    Parsing and converting stop after ``TARGET_CONVERT_SECONDS``, saying at which line.
+    """
     outcome = TargetOutcome(result.target, result.status, result.bytes, result.duration_seconds, result.error)
-    if not result.ok:
-        return outcome, []
-    exposition = parse(result.body)
-    conversion = otlp.to_metrics(exposition, result.scrape_time_unix_nano)
-    errors = exposition.errors + conversion.errors
+    target_resource = health.target_resource(resource, result.target)
+    deadline = time.monotonic() + TARGET_CONVERT_SECONDS
+    samples = data_points = series = non_finite = 0
+    errors: list[ParseError] = []
+    error_count = 0
+    newest = None  # the figures share the time of the rows they describe: the scrape time, or the newest a
+    # target stamped on its samples (a federating Prometheus, a replayed recording)
+    for first_line_no, piece in pieces(result.body, PIECE_CHARS) if result.ok else ():
+        if time.monotonic() > deadline:
+            errors.append(stopped(first_line_no, result.body.count("\n")))
+            error_count += 1
+            break
+        exposition = parse(piece, deadline, first_line_no)
+        conversion = otlp.to_metrics(exposition, result.scrape_time_unix_nano)
+        samples += exposition.sample_count
+        data_points += conversion.data_points
+        series += conversion.series
+        non_finite += conversion.non_finite_values
+        piece_errors = exposition.errors + conversion.errors
+        error_count += len(piece_errors)
+        errors += piece_errors[: REPORTED_PARSE_ERRORS - len(errors)]
+        del piece, exposition  # only the converted metrics are kept, until the sink has taken them
+        sampled_at = max((point.time_unix_nano for metric in conversion.metrics for point in metric.points), default=0)
+        newest = max(newest or 0, sampled_at) or None
+        yield otlp.ResourceMetrics(target_resource, conversion.metrics)
     outcome = replace(
         outcome,
-        samples=exposition.sample_count,
-        data_points=conversion.data_points,
-        series=conversion.series,
-        parse_errors=len(errors),
-        non_finite_values=conversion.non_finite_values,
-        first_parse_errors=tuple(str(error) for error in errors[:REPORTED_PARSE_ERRORS]),
+        samples=samples,
+        data_points=data_points,
+        series=series,
+        parse_errors=error_count,
+        non_finite_values=non_finite,
+        first_parse_errors=tuple(str(error) for error in errors),
+        newest_sample_unix_nano=newest,
     )
-    return outcome, conversion.metrics
+    figures = health.gauges(scrape_figures(outcome), newest or result.scrape_time_unix_nano)
+    yield otlp.ResourceMetrics(target_resource, figures)
+    return outcome
 
 
 @contextmanager
@@ -162,8 +196,7 @@ def run_cycle(
     def converted() -> Iterator[otlp.ResourceMetrics]:
         for index in sorted(range(len(results)), key=lambda index: results[index].bytes):
             result, results[index] = results[index], None  # the scraped text goes once converted
-            outcomes[index], metrics = convert(result, resource_attributes)
-            yield metrics
+            outcomes[index] = yield from convert_in_pieces(result, resource_attributes)
 
     with cyclic_gc_paused():
         report = health.reporter(resource_attributes, started_unix_nano)

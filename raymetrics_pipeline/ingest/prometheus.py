@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 METRIC_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
@@ -228,8 +229,9 @@ def _labels_and_bound(text: str, bound_name: str, labels_by_text: dict[str, Labe
     return LabelSet(keys[:index] + keys[index + 1 :], values[:index] + values[index + 1 :]), values[index]
 
 
-def parse(text: str, deadline: float | None = None) -> Exposition:
-    """Parse one scrape body; never raises on bad content.
+def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> Exposition:
+    """Parse one scrape body (or one of its ``pieces``, whose first line is ``first_line_no``); never raises
+    on bad content.
 
     Past ``deadline`` (a ``time.monotonic()`` value) parsing stops, keeping the samples read so
     far and reporting where it stopped, so one huge or slow answer cannot cost the cycle.
@@ -252,10 +254,10 @@ def parse(text: str, deadline: float | None = None) -> Exposition:
     line_count = len(lines) - (lines[-1] == "")
     for first in range(0, line_count, _LINES_PER_DEADLINE_CHECK):
         if deadline is not None and time.monotonic() > deadline:
-            errors.append(_stopped(first + 1, line_count))
+            errors.append(stopped(first + first_line_no, line_count + first_line_no - 1))
             break
         chunk = lines[first : first + _LINES_PER_DEADLINE_CHECK]
-        for line_no, line in enumerate(chunk, start=first + 1):
+        for line_no, line in enumerate(chunk, start=first + first_line_no):
             if not line or line.isspace():
                 continue
             if line[0] in " \t":
@@ -317,13 +319,126 @@ def _timestamp_ms(text: str) -> int:
     return -int(digits) if text[0] == "-" else int(digits)
 
 
-def _stopped(line_no: int, line_count: int) -> ParseError:
+def stopped(line_no: int, line_count: int) -> ParseError:
+    """What is reported when the time bound passes at ``line_no``: the rest of the answer is not converted."""
     return ParseError(
         line_no,
         f"parse stopped at line {line_no} of {line_count}: the time bound passed, "
         "and the rest of this target's answer was not converted",
         "",
     )
+
+
+# Families whose every sample is a series of its own, so a piece may start anywhere among their lines.
+_CUTTABLE_TYPES = frozenset({"counter", "gauge", "untyped"})
+_COMMENT_LINE_RE = re.compile(r"^[ \t]*#[^\n]*\n?", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Comment:
+    """A ``# HELP`` or ``# TYPE`` line: where it starts, its keyword, the family it names, the line itself."""
+
+    start: int
+    keyword: str
+    name: str
+    type: str  # what a # TYPE line declares
+    line: str
+
+
+def pieces(text: str, max_chars: int) -> Iterator[tuple[int, str]]:
+    """``text`` in pieces of about ``max_chars`` that parse alone as they parse together, each with the line
+    number its first line has in ``text``: memory for one piece at a time, however large the answer.
+
+    Pieces end at line ends. A piece that starts inside a family (or just after its ``# HELP``
+    or ``# TYPE`` line) starts with that family's ``# HELP`` and ``# TYPE`` lines again,
+    numbered just before its first line. A histogram or summary, whose series span lines, is
+    never cut: the piece ends before its ``# TYPE`` line, or after the family when it alone is
+    larger than ``max_chars``.
+    """
+    start, first_line_no, header = 0, 1, ""
+    helps: dict[str, str] = {}  # each family's latest # HELP line before ``start``
+    types: dict[str, _Comment] = {}  # and # TYPE line
+    while len(text) - start > max_chars:
+        cut = text.rfind("\n", start, start + max_chars) + 1
+        if cut <= start:  # one line longer than a piece
+            cut = text.find("\n", start) + 1 or len(text)
+        seen = list(_comments(text, start, cut))
+        known = {**types, **{comment.name: comment for comment in seen if comment.keyword == "TYPE"}}
+        family = _family(_sample_name(text, cut, len(text), forward=True)[0], known)
+        if family and family == _family(_sample_name(text, start, cut, forward=False)[0], known):
+            declared = known.get(family)
+            if declared is not None and declared.type not in _CUTTABLE_TYPES:
+                if declared.start > start:  # end the piece before the histogram or summary
+                    cut = declared.start
+                else:  # it alone fills the piece: keep it whole, up to the next family's # TYPE line
+                    following = (c.start for c in _comments(text, cut, len(text)) if c.keyword == "TYPE")
+                    cut = next(following, len(text))
+                seen = list(_comments(text, start, cut))
+        for comment in seen:
+            if comment.keyword == "HELP":
+                helps[comment.name] = comment.line
+            else:
+                types[comment.name] = comment
+        name, name_at = _sample_name(text, cut, len(text), forward=True)
+        ahead = {comment.name: comment for comment in _comments(text, cut, name_at) if comment.keyword == "TYPE"}
+        family = _family(name, {**types, **ahead})
+        declared = None if family in ahead else types.get(family)
+        next_header = helps.get(family, "") + (declared.line if declared else "")
+        yield first_line_no - header.count("\n"), header + text[start:cut]
+        first_line_no += text.count("\n", start, cut)
+        start, header = cut, next_header
+    if start < len(text):
+        yield first_line_no - header.count("\n"), header + text[start:]
+
+
+def _comments(text: str, start: int, end: int) -> Iterator[_Comment]:
+    """The ``# HELP`` and ``# TYPE`` lines starting in ``text[start:end]``, read as the parser reads them."""
+    for comment in _COMMENT_LINE_RE.finditer(text, start, end):
+        parts = comment.group().lstrip(" \t").split(None, 3)
+        if len(parts) >= 3 and parts[0] == "#" and parts[1] in ("HELP", "TYPE"):
+            declared = parts[3].strip() if len(parts) > 3 and parts[1] == "TYPE" else ""
+            line = comment.group() if comment.group().endswith("\n") else comment.group() + "\n"
+            yield _Comment(comment.start(), parts[1], parts[2], declared, line)
+
+
+def _sample_name(text: str, start: int, end: int, forward: bool) -> tuple[str | None, int]:
+    """The metric name of the first (``forward``) or last sample line in ``text[start:end]``, and where that
+    line starts; (None, ``end``) if there is none."""
+    lines = _lines_from(text, start, end) if forward else _lines_back(text, start, end)
+    for line_start, line in lines:
+        line = line.lstrip(" \t")
+        if line and not line.isspace() and line[0] != "#":
+            brace = line.find("{")
+            return (line[:brace].rstrip(" \t") if brace >= 0 else line.split()[0]), line_start
+    return None, end
+
+
+def _lines_from(text: str, start: int, end: int) -> Iterator[tuple[int, str]]:
+    while start < end:
+        line_end = text.find("\n", start, end)
+        line_end = end if line_end < 0 else line_end
+        yield start, text[start:line_end]
+        start = line_end + 1
+
+
+def _lines_back(text: str, start: int, end: int) -> Iterator[tuple[int, str]]:
+    if text[end - 1 : end] == "\n" and end > start:
+        end -= 1
+    while end > start:
+        line_start = text.rfind("\n", start, end) + 1 or start
+        yield line_start, text[line_start:end]
+        end = line_start - 1
+
+
+def _family(name: str | None, types: dict[str, _Comment]) -> str | None:
+    """The family a sample name belongs to, by the # TYPE lines seen (as the parser assigns it)."""
+    if name is None or name in types:
+        return name
+    for suffix in ("_total", "_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and base in types and suffix in _OWNED_SUFFIXES.get(types[base].type, ()):
+            return base
+    return name
 
 
 def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name) -> None:

@@ -72,10 +72,17 @@ def _json_double(value: float) -> str:
     return _NON_FINITE_JSON.get(value) or repr(value)
 
 
+# Pairs remembered at most: a large target's unique values (one per task or object) would otherwise keep
+# hundreds of megabytes of JSON alive for the whole cycle.
+_MAX_REMEMBERED_PAIRS = 50_000
+
+
 class _AttributeJson(dict):
     """``(key, value)`` → its OTLP/JSON ``KeyValue``; most pairs (session, node, version) repeat on every series."""
 
     def __missing__(self, pair: tuple[str, str]) -> str:
+        if len(self) >= _MAX_REMEMBERED_PAIRS:
+            self.clear()
         text = self[pair] = f'{{"key":{_json_string(pair[0])},"value":{{"stringValue":{_json_string(pair[1])}}}}}'
         return text
 

@@ -343,3 +343,23 @@ rpc{quantile="0.5" ,a="b"} 1
         ("+Inf", ()),
         ("0.5", (("a", "b"),)),
     ]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES[:6], ids=lambda fixture: fixture.path.name)
+def test_a_real_scrape_parsed_in_pieces_gives_what_it_gives_whole(fixture):
+    """Ray's histograms are kept whole, its gauges cut with their # HELP and # TYPE lines repeated."""
+    text = fixture.text()
+
+    def samples(expositions):
+        found = [
+            (family.name, family.type, family.help, sample.name, sample.labels, sample.bound, sample.value)
+            + (sample.line_no,)
+            for exposition in expositions
+            for family in exposition.families
+            for sample in family.samples
+        ]
+        return sorted(found, key=lambda sample: sample[-1])
+
+    cut = list(prometheus.pieces(text, 2_000))
+    assert len(cut) > 5
+    assert samples(parse(piece, first_line_no=first) for first, piece in cut) == samples([parse(text)])

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics, to_metrics
-from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
+from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse, pieces
 from raymetrics_pipeline.parseable.encode import DEFAULT_MAX_REQUEST_BYTES, JSON, encode
 
 SCRAPE_TIME_UNIX_NANO = 1_700_000_000_000_000_000
@@ -318,3 +318,38 @@ def test_a_mutation_costs_only_the_lines_it_reaches(case):
 @given(MUTATED_EXPOSITIONS)
 def test_a_mutation_costs_only_the_lines_it_reaches_long(case):
     check(case)
+
+
+def samples_by_family(expositions) -> list[tuple]:
+    """Every sample with its family's name, type and help, by line."""
+    samples = [
+        (family.name, family.type, family.help, sample.name, tuple(sample.labels), sample.bound, repr(sample.value))
+        + (sample.timestamp_ms, sample.line_no)
+        for exposition in expositions
+        for family in exposition.families
+        for sample in family.samples
+    ]
+    return sorted(samples, key=lambda sample: sample[-1])
+
+
+@settings(max_examples=300, derandomize=True, **FUZZING)
+@given(valid_expositions(), st.integers(1, 400))
+def test_an_answer_parsed_in_pieces_gives_what_it_gives_whole(case, max_chars):
+    """Large answers are converted a piece at a time (ingest/cycle.py): the pieces must mean what the whole does."""
+    whole = parse(case.text)
+    parts = [parse(piece, first_line_no=first) for first, piece in pieces(case.text, max_chars)]
+    assert [error for part in parts for error in part.errors] == whole.errors == []
+    assert samples_by_family(parts) == samples_by_family([whole])
+    assert "".join(piece for _, piece in pieces(case.text, len(case.text) + 1)) == case.text
+
+
+@settings(max_examples=200, derandomize=True, **FUZZING)
+@given(MUTATED_EXPOSITIONS, st.integers(1, 2_000))
+def test_any_answer_can_be_cut_into_pieces_that_parse(case, max_chars):
+    """Whatever the answer, cutting it is linear and every piece parses (what it means is checked on valid ones)."""
+    started = time.perf_counter()
+    cut = list(pieces(case.text, max_chars))
+    assert time.perf_counter() - started < 0.2 + 2e-5 * len(case.text)
+    assert sum(len(piece) for _, piece in cut) >= len(case.text)
+    for first, piece in cut:
+        parse(piece, first_line_no=first)

@@ -5,6 +5,8 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from raymetrics_pipeline.dataset.names import SERIES_HASH
+from raymetrics_pipeline.ingest import cycle as cycle_module
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.cycle import run_cycle
 from raymetrics_pipeline.ingest.health import PREFIX, TARGET_ATTRIBUTE, UP
@@ -168,3 +170,24 @@ def test_a_sample_with_an_impossible_timestamp_costs_that_sample_only(tmp_path, 
             assert {t.target: t.parse_errors for t in result.targets} == {ray.target: 0, odd.target: 1}
     scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(hostile), 0).metrics)]
     assert list(encode_protobuf(scrapes)), "protobuf takes what is left"
+
+
+def test_a_large_answer_converted_in_pieces_arrives_as_it_would_whole(tmp_path, monkeypatch):
+    """A large answer is parsed, converted and sent a piece at a time, so memory holds one piece (ingest/cycle.py)."""
+
+    def rows_after_a_cycle(piece_chars: int) -> tuple[int, list]:
+        monkeypatch.setattr(cycle_module, "PIECE_CHARS", piece_chars)
+        with ParseableDouble() as double, Exporter(TEXT) as ray:
+            result = cycle(double.url, tmp_path / str(piece_chars), [ray.target])
+            rows = double.rows("raymetrics")
+        ray_rows = [row for row in rows if not row["metric_name"].startswith(PREFIX)]
+        varying = {"time_unix_nano", TARGET_ATTRIBUTE, SERIES_HASH}  # each cycle scrapes anew, from its own port
+        comparable = sorted(
+            repr(sorted((k, v) for k, v in row.items() if not k.startswith("p_") and k not in varying))
+            for row in ray_rows
+        )
+        return result.totals()["data_points"], comparable
+
+    whole_points, whole = rows_after_a_cycle(len(TEXT) + 1)
+    cut_points, cut = rows_after_a_cycle(3_000)
+    assert cut_points == whole_points == len(whole) and cut == whole
