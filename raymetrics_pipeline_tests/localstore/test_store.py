@@ -268,8 +268,10 @@ def test_newest_file_is_the_latest_cycle_and_an_empty_store_says_where_it_looked
     assert store.newest_file() == newest
 
 
-def test_a_bad_stream_name_is_rejected(tmp_path):
-    """Parseable refuses such a dataset name, so the store must too, before touching the disk."""
-    with pytest.raises(ValueError, match="'bad name'"):
-        LocalStore(tmp_path, "bad name")
+@pytest.mark.parametrize("name", ["bad name", "select", "métriques"])
+def test_a_bad_stream_name_is_rejected(tmp_path, name):
+    """Parseable refuses such a dataset name (and one that is not ASCII cannot travel in its header), so the store
+    must too, before touching the disk."""
+    with pytest.raises(ValueError, match=f"PARSEABLE_STREAM={name!r}"):
+        LocalStore(tmp_path, name)
     assert list(tmp_path.iterdir()) == []

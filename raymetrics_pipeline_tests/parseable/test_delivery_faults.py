@@ -44,6 +44,13 @@ def ray_samples(rows: list[dict]) -> Counter:
     )
 
 
+def show(fault: str, expected: int, stored: Counter, **more) -> None:
+    """The figures docs/reliability.md quotes (``pytest -s`` shows them)."""
+    doubled = sum(1 for times in stored.values() if times > 1)
+    extra = "".join(f", {name.replace('_', ' ')} {value}" for name, value in more.items())
+    print(f"\nfigures: {fault}: expected {expected}, present {len(stored)}, doubled {doubled}{extra}")
+
+
 def scrape_body_bytes() -> int:
     """The size of one scrape of TEXT as an OTLP/JSON body."""
     scrape = otlp.ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(TEXT), 0).metrics)
@@ -72,6 +79,7 @@ def test_a_refused_series_is_isolated_and_everything_else_arrives_in_the_same_ru
     delivery = result.delivery
     stored = ray_samples(parseable.rows("raymetrics"))
     points = result.totals()["data_points"]
+    show("one refused series beside good targets", points, stored, requests=delivery.requests, rejected=1)
     assert sum(stored.values()) == len(stored) == points - 1, "all but the refused point, each once"
     assert delivery.bodies_rejected == 1 and delivery.spool_pending == 0
     (refused,) = (tmp_path / "rejected").glob("*.json.gz")
@@ -103,6 +111,7 @@ def test_a_413_split_whose_later_half_fails_spools_only_that_half(tmp_path):
     assert 413 in first.delivery.http_statuses and first.delivery.bodies_spooled >= 1
     assert second.delivery.spooled_bodies_delivered >= 1 and second.delivery.spool_pending == 0
     stored = ray_samples(rows)
+    show("413 then Parseable down between halves", first.totals()["data_points"] * 2, stored)
     assert max(stored.values()) == 1, "nothing stored twice"
     assert len(stored) == first.totals()["data_points"] + second.totals()["data_points"], "nothing lost"
 
@@ -117,6 +126,7 @@ def test_a_slow_answer_past_the_deadline_is_waited_for_not_resent(tmp_path, pars
         assert result.delivery.failure is None and result.delivery.spool_pending == 0
         cycle(parseable.url, tmp_path, [ray.target])
     stored = ray_samples(parseable.rows("raymetrics"))
+    show("answer 3 s after a 1 s budget", 2 * result.totals()["data_points"], stored, run_seconds=round(took, 1))
     assert 3.0 <= took < 10 and max(stored.values()) == 1
     assert len(stored) == 2 * result.totals()["data_points"], "two scrapes, each sample once"
 
@@ -170,6 +180,7 @@ def test_kill_9_while_a_spooled_body_is_resent_leaves_that_body_alone_ambiguous(
         delivery = sink.ship([], time.monotonic() + 12, health.reporter(NO_LABELS, time.time_ns()))
     assert delivery.interrupted_resends == 1 and delivery.spool_pending == 0
     stored = ray_samples(parseable.rows("raymetrics"))
+    show("kill -9 while a spooled body is resent", len(stored), stored, interrupted_resends=1)
     doubled = [sample for sample, times in stored.items() if times > 1]
     first_body_points = len(stored) // 2  # two cycles' worth of samples, one body each
     assert len(doubled) == first_body_points, "only the interrupted body was stored twice"
@@ -284,7 +295,7 @@ def chaos(tmp_path, cycles: int, seed: int) -> dict:
 
 
 def check_chaos(figures: dict) -> None:
-    print(figures)
+    print(f"\nfigures: random faults: {figures}")
     # Present may exceed expected by what killed runs sent before they died.
     assert figures["present"] >= figures["expected"], "nothing a finished run handled is lost"
     if figures["doubled"]:
