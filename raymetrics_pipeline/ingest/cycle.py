@@ -136,6 +136,7 @@ def convert_in_pieces(result: ScrapeResult, resource: LabelSet) -> Generator[otl
             error_count += 1
             break
         exposition = parse(piece, deadline, first_line_no)
+        complete = exposition.complete
         conversion = otlp.to_metrics(exposition, result.scrape_time_unix_nano)
         samples += exposition.sample_count
         data_points += conversion.data_points
@@ -148,6 +149,8 @@ def convert_in_pieces(result: ScrapeResult, resource: LabelSet) -> Generator[otl
         sampled_at = max((point.time_unix_nano for metric in conversion.metrics for point in metric.points), default=0)
         newest = max(newest or 0, sampled_at) or None
         yield otlp.ResourceMetrics(target_resource, conversion.metrics)
+        if not complete:
+            break  # the parse said where it stopped
     outcome = replace(
         outcome,
         samples=samples,

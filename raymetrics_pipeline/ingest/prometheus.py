@@ -115,6 +115,7 @@ class Exposition:
     families: list[MetricFamily]
     errors: list[ParseError]
     sample_count: int
+    complete: bool = True  # False: the deadline passed first (an error says where it stopped)
 
 
 class _LineError(ValueError):
@@ -250,11 +251,13 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
             found = families[name] = MetricFamily(name)
         return found
 
+    complete = True
     lines = text.split("\n")
     line_count = len(lines) - (lines[-1] == "")
     for first in range(0, line_count, _LINES_PER_DEADLINE_CHECK):
         if deadline is not None and time.monotonic() > deadline:
             errors.append(stopped(first + first_line_no, line_count + first_line_no - 1))
+            complete = False
             break
         chunk = lines[first : first + _LINES_PER_DEADLINE_CHECK]
         for line_no, line in enumerate(chunk, start=first + first_line_no):
@@ -308,7 +311,7 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
             owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no, bound))
             sample_count += 1
 
-    return Exposition([f for f in families.values() if f.samples], errors, sample_count)
+    return Exposition([f for f in families.values() if f.samples], errors, sample_count, complete)
 
 
 def _timestamp_ms(text: str) -> int:

@@ -36,7 +36,7 @@ SENDING_SUFFIX = ".sending"
 REASON_SUFFIX = ".txt"
 # Refused bodies are kept for a person to look at, not forever: the newest this many bytes.
 DEFAULT_MAX_REJECTED_BYTES = 256 * 1024**2
-# A body still unrenamed after this long belongs to a run that died (a run lasts under 15 s).
+# A body still unrenamed after this long belongs to a run that died (a run lasts two minutes at most).
 STALE_TEMPORARY_SECONDS = 600
 _sequence = itertools.count()
 

@@ -191,3 +191,17 @@ def test_a_large_answer_converted_in_pieces_arrives_as_it_would_whole(tmp_path, 
     whole_points, whole = rows_after_a_cycle(len(TEXT) + 1)
     cut_points, cut = rows_after_a_cycle(3_000)
     assert cut_points == whole_points == len(whole) and cut == whole
+
+
+def test_a_target_too_slow_to_convert_stops_at_its_time_bound_and_the_others_arrive(tmp_path, parseable, monkeypatch):
+    monkeypatch.setattr(cycle_module, "TARGET_CONVERT_SECONDS", 0.05)
+    monkeypatch.setattr(cycle_module, "PIECE_CHARS", 100_000)
+    huge = "".join(f'g{{i="{i}"}} {i}\n' for i in range(300_000))
+    with Exporter("small 1\n") as small, Exporter(huge) as large:
+        result = cycle(parseable.url, tmp_path, [large.target, small.target])
+    by_target = {outcome.target: outcome for outcome in result.targets}
+    assert by_target[small.target].samples == 1 and by_target[small.target].parse_errors == 0
+    slow = by_target[large.target]
+    assert slow.samples < 300_000 and slow.parse_errors == 1 and "time bound" in slow.first_parse_errors[0]
+    stored = [row for row in parseable.rows("raymetrics") if row["metric_name"] in ("small", "g")]
+    assert len(stored) == 1 + slow.samples, "what was converted in time is delivered"
