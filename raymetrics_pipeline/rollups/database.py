@@ -228,8 +228,9 @@ def record_ray_jobs(
     now: datetime,
 ) -> JobsRecorded:
     """Write what Ray says of its jobs, and the task summaries taken, in one transaction. A job Ray has not given
-    an id yet (still pending) waits for the next time."""
-    listed = [job for job in jobs if job.job_id]
+    an id yet (still pending) waits for the next time; one that ended without ever getting one (its entrypoint
+    failed before the driver started) is kept under its submission id, so a failed submission is never missing."""
+    listed = [job for job in jobs if job.job_id or (job.is_terminal and job.submission_id)]
     _sql(connection, "BEGIN TRANSACTION")
     try:
         for job in listed:
@@ -237,7 +238,8 @@ def record_ray_jobs(
             values = [job.submission_id or "", job.job_type, job.entrypoint, job.status]
             values += [_naive(t) if t else None for t in (job.start_time, job.end_time)]
             values += [duration, job.driver_exit_code, job.message]
-            _sql(connection, _UPSERT_JOB, [cluster_id, session_name, job.job_id, *values, _naive(now)])
+            key = job.job_id or job.submission_id
+            _sql(connection, _UPSERT_JOB, [cluster_id, session_name, key, *values, _naive(now)])
         for summary in summaries:
             where = [cluster_id, session_name, summary.job_id]
             _sql(

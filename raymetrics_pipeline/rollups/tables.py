@@ -544,7 +544,11 @@ SUMMARY_TABLES = (SESSION_SUMMARY, JOB_SUMMARY)
 # --- Ray's own figures ------------------------------------------------------------------
 
 _RAY_SESSION = key("session_name", "The Ray session the dashboard served (`/api/version`), as in `SessionName`.")
-_RAY_JOB = key("job_id", "Ray's job id (hex, as in `JobId`); job ids start again in each session.")
+_RAY_JOB = key(
+    "job_id",
+    "Ray's job id (hex, as in `JobId`; ids start again in each session); for a submission that ended before its "
+    "driver started (an entrypoint that failed at once), which Ray never gives an id, its submission id.",
+)
 
 RAY_JOBS = RayApiTable(
     "ray_jobs",

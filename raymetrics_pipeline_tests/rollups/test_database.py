@@ -83,9 +83,11 @@ def test_ray_jobs_are_recorded_and_their_tasks_taken_once_after_they_end(tmp_pat
             ((name, state), n)
             for name, state, n in connection.execute("SELECT task_name, state, tasks FROM ray_job_tasks").fetchall()
         )
-    assert recorded.jobs == again.jobs == 2 and recorded.tasks_recorded_for == ["02000000"]
+    assert recorded.jobs == again.jobs == 3 and recorded.tasks_recorded_for == ["02000000"]
     assert rows == [
         ("02000000", "SUBMISSION", "SUCCEEDED", True, 0, 36, 4, True, NOW.replace(tzinfo=None)),
         ("03000000", "DRIVER", "SUCCEEDED", True, None, None, None, None, None),
+        # Its entrypoint failed before a driver started, so Ray never gave it a job id; the pending one waits.
+        ("rx_fail", "SUBMISSION", "FAILED", True, 3, None, None, None, None),
     ]
     assert tasks == summary.by_name_and_state() and tasks[("fail", "FAILED")] == 4
