@@ -1,10 +1,12 @@
 """Jobs: ``scrape_and_ship`` (one scrape of every Ray endpoint into the backend), and the housekeeping
 that keeps Dagster's run storage, the backend's files and the rollups bounded."""
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from raymetrics_pipeline.assets import DUCKDB_POOL, RAYMETRICS_ASSET_KEY
 from raymetrics_pipeline.checks import delivery_freshness
@@ -15,7 +17,8 @@ from raymetrics_pipeline.metadata import metadata_from
 from raymetrics_pipeline.resources import MetricsBackendResource, RayMetricsSource, RollupsDatabase, RollupSettings
 from raymetrics_pipeline.rollups.database import delete_minutes_before
 
-# The op must end well inside the sensor's 15 s interval so no tick is skipped for it.
+SCRAPE_INTERVAL_SECONDS = 15
+# Each cycle's sends and retries must end well inside the 15 s interval so the next cycle starts on time.
 CYCLE_BUDGET_SECONDS = 12.0
 _TARGET_COLUMNS = ("target", "HTTP", "samples", "data points", "bytes", "seconds", "parse errors", "error")
 
@@ -42,15 +45,59 @@ def cycle_metadata(cycle: CycleResult, discovered_from: str, destination: str) -
     }
 
 
+class ScrapeConfig(dg.Config):
+    """How long one run scrapes: one cycle by hand; the sensor's runs scrape every 15 s for an hour."""
+
+    cycles: int = Field(
+        default=1,
+        ge=0,
+        description="Cycles to run, 15 s apart; 0: keep scraping until run_minutes have passed or a cycle fails "
+        "(ray_metrics_sensor's runs: one Dagster run an hour instead of 240 costs a fraction of the CPU and storage).",
+    )
+    run_minutes: float = Field(
+        default=60.0, gt=0, description="With cycles 0, end the run after this long; the sensor starts the next."
+    )
+
+
 @dg.op(
     description=(
         "Scrape every Ray metrics endpoint and hand the samples to the backend: POSTed to Parseable as OTLP "
-        "metrics or, without PARSEABLE_URL, written to the embedded local store as the rows Parseable would keep."
+        "metrics or, without PARSEABLE_URL, written to the embedded local store as the rows Parseable would keep. "
+        "Every cycle is recorded as a materialization of raymetrics; a failed cycle fails the run."
     )
 )
 def scrape_and_ship_metrics(
-    context: dg.OpExecutionContext, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
+    context: dg.OpExecutionContext, config: ScrapeConfig, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
 ) -> dg.Output[None]:
+    started, launched_by = time.monotonic(), os.getppid()
+    cycles = 0
+    while True:
+        cycle_started = time.monotonic()
+        metadata = _scrape_once(context, ray_metrics, backend)
+        cycles += 1
+        if config.cycles and cycles >= config.cycles:
+            break
+        if time.monotonic() - started >= config.run_minutes * 60 or not _still_wanted(context, launched_by):
+            break
+        time.sleep(max(0.0, cycle_started + SCRAPE_INTERVAL_SECONDS - time.monotonic()))
+    return dg.Output(None, metadata={**metadata, "cycles": cycles})
+
+
+def _still_wanted(context: dg.OpExecutionContext, launched_by: int) -> bool:
+    """Whether to go on scraping: not when the process that launched the run is gone (``dagster dev`` stopped;
+    the run would scrape on unseen) or the run is no longer STARTED on record (marked failed or canceled)."""
+    if os.getppid() != launched_by:
+        context.log.warning("The process that launched this scrape run is gone; the run ends.")
+        return False
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.STARTED
+
+
+def _scrape_once(
+    context: dg.OpExecutionContext, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
+) -> dict:
+    """One cycle, recorded as a materialization with its figures and a freshness verdict; raises ``Failure``
+    when it fails (data kept in the spool or set aside, or every endpoint down)."""
     try:
         discovery = ray_metrics.discover()
         resource_attributes = ray_metrics.attributes()
@@ -105,11 +152,12 @@ def scrape_and_ship_metrics(
         raise dg.Failure(
             description=discovery.unreachable_reason(failed, "Every Ray metrics endpoint failed"), metadata=metadata
         )
-    return dg.Output(None, metadata=metadata)
+    return metadata
 
 
 @dg.job(
-    description="Scrape Ray's metrics endpoints once and ship them to the backend (ray_metrics_sensor: every 15 s).",
+    description="Scrape Ray's metrics endpoints and ship them to the backend: once by hand; ray_metrics_sensor's "
+    "runs every 15 s for an hour each.",
     executor_def=dg.in_process_executor,
     tags={"raymetrics/lane": "scrape"},
 )

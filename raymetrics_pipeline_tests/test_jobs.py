@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import duckdb
 
+from raymetrics_pipeline import jobs
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
 from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest.health import UP
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
 from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs, scrape_and_ship
@@ -55,6 +57,46 @@ def step_metadata(result) -> dict:
 
 def all_event_text(instance, run_id: str) -> str:
     return "\n".join(str(record) for record in instance.all_logs(run_id))
+
+
+def keep_scraping(**config) -> dict:
+    return {"ops": {"scrape_and_ship_metrics": {"config": config}}}
+
+
+def test_a_run_from_the_sensor_records_every_cycle_until_its_time_is_up(instance, tmp_path, monkeypatch):
+    """The sensor's runs scrape every 15 s for an hour: one Dagster run, one materialization per cycle."""
+    monkeypatch.setattr(jobs, "SCRAPE_INTERVAL_SECONDS", 0.3)
+    with Exporter(TEXT) as ray, ParseableDouble(username="ray", password=SECRET) as parseable:
+        result = scrape_and_ship.execute_in_process(
+            resources=resources(parseable, ray.target, tmp_path),
+            instance=instance,
+            run_config=keep_scraping(cycles=0, run_minutes=1.5 / 60),
+        )
+        scrapes = len({row["time_unix_nano"] for row in parseable.rows("raymetrics") if row["metric_name"] == UP})
+    cycles = step_metadata(result)["cycles"]
+    materializations = result.asset_materializations_for_node("scrape_and_ship_metrics")
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert result.success and 3 <= cycles <= 6 and len(materializations) == len(checks) == cycles
+    assert scrapes == cycles, "each cycle scraped anew"
+
+
+def test_a_failed_cycle_ends_the_run_as_a_failure(instance, tmp_path, monkeypatch):
+    """A run that keeps scraping shows a failed cycle as a failed run; the sensor starts the next one."""
+    monkeypatch.setattr(jobs, "SCRAPE_INTERVAL_SECONDS", 0.1)
+    with Exporter(TEXT) as ray:
+        result = scrape_and_ship.execute_in_process(
+            resources={
+                "ray_metrics": RayMetricsSource(targets=ray.target),
+                "backend": ParseableResource(
+                    data_dir=str(tmp_path), url="http://127.0.0.1:9", username="u", password="p"
+                ),
+            },
+            instance=instance,
+            run_config=keep_scraping(cycles=0),
+            raise_on_error=False,
+        )
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    assert not result.success and "Delivery to Parseable failed" in failure.event_specific_data.error.message
 
 
 def test_a_run_ships_and_records_what_it_did(instance, tmp_path):

@@ -72,6 +72,7 @@ def test_launches_a_scrape_with_a_key_per_15_second_window(instance, targets):
     window = int(time.time()) // 15 * 15
     assert request.run_key in (f"scrape-{window}", f"scrape-{window - 15}", f"scrape-{window + 15}")
     assert request.tags["raymetrics/targets"] == request.tags["raymetrics/targets_answering"] == "2"
+    assert request.run_config == {"ops": {"scrape_and_ship_metrics": {"config": {"cycles": 0}}}}, "keeps scraping"
     assert ray_metrics_sensor.minimum_interval_seconds == 15
     assert ray_metrics_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert ray_metrics_sensor.job_name == "scrape_and_ship"
