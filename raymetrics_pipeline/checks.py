@@ -1,9 +1,9 @@
 """Asset checks: are metrics still arriving, are the rollups fresh and whole, is anything under pressure.
 
 ``raymetrics_is_fresh`` is evaluated two ways, so the UI always shows a verdict on the latest
-materialization of ``raymetrics``: every scrape run that delivers records one, judged from what
+materialization of ``raymetrics``: every scrape cycle that delivers records one, judged from what
 it delivered (``delivery_freshness``), and the reports schedule runs the check itself, which reads
-the newest Ray sample in the dataset and so fails once data stops arriving (no scrape run then
+the newest Ray sample in the dataset and so fails once data stops arriving (no scrape cycle then
 materializes the asset, and the scheduled evaluation is the one shown).
 """
 
@@ -50,7 +50,7 @@ RUN_ROLLUPS = (
     asset=RAYMETRICS_ASSET_KEY,
     name=FRESHNESS_CHECK,
     description="The newest Ray sample in the dataset is at most RollupSettings.ingestion_freshness_minutes old "
-    "(default 2), read with a window that ends in the future so the current minute counts. Every scrape run that "
+    "(default 2), read with a window that ends in the future so the current minute counts. Every scrape cycle that "
     "delivers also records this check, judged from the samples it delivered.",
 )
 def raymetrics_is_fresh(
@@ -99,13 +99,13 @@ def raymetrics_is_fresh(
 
 
 def delivery_freshness(newest_sample: datetime | None, data_points: int, location: str) -> dg.AssetCheckEvaluation:
-    """``raymetrics_is_fresh`` as a scrape run judges it from what it just delivered: the time of its newest Ray
+    """``raymetrics_is_fresh`` as a scrape cycle judges it from what it just delivered: the time of its newest Ray
     sample (``None`` when it delivered none, e.g. every endpoint failed)."""
     now = datetime.now(UTC)
     metadata = {
         "dataset": location,
         "threshold_minutes": INGESTION_FRESHNESS_MINUTES,
-        "judged_by": "the Ray samples this scrape run delivered",
+        "judged_by": "the Ray samples this scrape cycle delivered",
         "data_points": data_points,
     }
     if newest_sample is None or not data_points:

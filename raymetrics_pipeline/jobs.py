@@ -175,7 +175,7 @@ FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 @dg.op(
     description=(
         "Delete finished scrape_and_ship runs and their event logs older than `older_than_days`: open-source "
-        "Dagster keeps every run forever, and the 15 s sensor makes about 5,760 a day."
+        "Dagster keeps every run forever, and the sensor starts one an hour, and one after every failed cycle."
     )
 )
 def delete_old_scrape_runs(context: dg.OpExecutionContext, config: PruneRunsConfig) -> dg.Output[None]:

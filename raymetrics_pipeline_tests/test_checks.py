@@ -98,7 +98,7 @@ def test_every_scrape_run_evaluates_freshness_and_a_stop_shows_as_failed(instanc
     assert record is not None and record.status.value == "SUCCEEDED"
     assert record.run_id == result.run_id and evaluation.passed
     metadata = {key: value.value for key, value in record.evaluation.metadata.items()}
-    assert metadata["judged_by"] == "the Ray samples this scrape run delivered" and metadata["data_points"] == 1
+    assert metadata["judged_by"] == "the Ray samples this scrape cycle delivered" and metadata["data_points"] == 1
     assert 0 <= metadata["lag_seconds"] < 5 and metadata["threshold_minutes"] == 2.0
     newest = datetime.fromisoformat(metadata["newest_sample"])
     assert abs((datetime.now(UTC) - newest).total_seconds()) < 5

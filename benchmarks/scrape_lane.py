@@ -1,0 +1,164 @@
+"""What the scrape lane costs under ``dagster dev`` on a real Ray head: CPU, storage growth, cadence.
+
+Starts a Ray head on 127.0.0.1 and ``dagster dev`` on a fresh Dagster home (the project's
+``dagster.yaml``, the local store, ``RAY_METRICS_TARGETS`` listing the head's endpoints), lets
+the sensor run for a warm-up minute, then for ``--minutes`` measures:
+
+* the CPU of every process under ``dagster dev`` (webserver, daemon, code server, run workers),
+  as a share of one core; from ``/proc``, sampled twice a second, reaped children included;
+* the growth of the Dagster home (its run and event storage, the local store, the spool), per day;
+* the start-to-start gaps of each target's scrapes, from the ``raymetrics_pipeline_up`` rows.
+
+``--project DIR`` runs the code of another checkout (``git worktree add /tmp/before <commit>``),
+so two designs can be compared on the same machine in one sitting; the machine is shared, so
+compare ratios.
+
+Run: ``python benchmarks/scrape_lane.py [--minutes 5] [--project DIR]``.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from raymetrics_pipeline.ingest.health import TARGET_ATTRIBUTE, UP  # noqa: E402
+from raymetrics_pipeline_tests.ray_cluster import RayHead  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and its descendants, live ones by their own time, ended ones through the
+    process that reaped them (``cutime``/``cstime``)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, parent = int(entry.name), int(fields[1])
+        stats[pid] = fields
+        children.setdefault(parent, []).append(pid)
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        if pid in stats:
+            total += sum(int(value) for value in stats[pid][11:15])  # utime stime cutime cstime
+        pending += children.get(pid, [])
+    return total / TICKS
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def sizes_by_part(home: Path) -> dict[str, int]:
+    """Bytes under ``home`` by where they go: the local store, each Dagster storage folder, run event logs."""
+    parts: dict[str, int] = {}
+    for path in home.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(home).parts
+            part = "history/runs/<run>.db" if relative[:2] == ("history", "runs") and path.name != "index.db" else ""
+            part = part or "/".join(relative[:2] if relative[0] in ("history", "raymetrics") else relative[:1])
+            parts[part] = parts.get(part, 0) + path.stat().st_size
+    return parts
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scrape_gaps(store: Path) -> list[float]:
+    """Seconds between consecutive scrapes of each target, from the rows the local store holds."""
+    table = ds.dataset(store, format="parquet").to_table(columns=["metric_name", TARGET_ATTRIBUTE, "time_unix_nano"])
+    table = table.filter(pc.equal(table["metric_name"], UP))
+    gaps = []
+    for target in set(table[TARGET_ATTRIBUTE].to_pylist()):
+        times = sorted(table.filter(pc.equal(table[TARGET_ATTRIBUTE], target))["time_unix_nano"].to_pylist())
+        gaps += [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:], strict=False)]
+    return gaps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--warm-up", type=float, default=60.0, help="seconds before measuring")
+    parser.add_argument("--project", type=Path, default=ROOT, help="the checkout whose code dagster dev runs")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="scrape-lane-"))
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    with RayHead(work / "ray", loopback_only=True) as head:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "PYTHONPATH": str(args.project),
+            "RAY_METRICS_TARGETS": ",".join(head.metrics_targets()),
+        }
+        env.pop("PARSEABLE_URL", None)
+        dagster = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(free_port())],
+            cwd=args.project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(args.warm_up)
+            cpu_before, started = tree_cpu_seconds(dagster.pid), time.monotonic()
+            store_before, home_before = folder_bytes(home / "raymetrics"), folder_bytes(home)
+            parts_before = sizes_by_part(home)
+            cpu = cpu_before
+            while time.monotonic() - started < args.minutes * 60:
+                time.sleep(0.5)
+                cpu = max(cpu, tree_cpu_seconds(dagster.pid))
+            elapsed = time.monotonic() - started
+            store_growth = folder_bytes(home / "raymetrics") - store_before
+            dagster_growth = folder_bytes(home) - home_before - store_growth
+            parts_after = sizes_by_part(home)
+        finally:
+            os.killpg(dagster.pid, signal.SIGTERM)
+            try:
+                dagster.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dagster.pid, signal.SIGKILL)
+    gaps = scrape_gaps(home / "raymetrics" / "store")
+    runs = len(list((home / "history" / "runs").glob("*.db"))) - 1  # index.db
+    quantiles = statistics.quantiles(gaps, n=20) if len(gaps) > 1 else [float("nan")] * 19
+    print(f"project: {args.project}; {args.minutes:g} min measured after a {args.warm_up:g} s warm-up")
+    print(f"CPU of everything under dagster dev: {100 * (cpu - cpu_before) / elapsed:.1f} % of one core")
+    grown = {"Dagster's own storage": dagster_growth, "the local store (before compaction)": store_growth}
+    for what, growth in grown.items():
+        per_day = growth / elapsed * 86400 / 1e6
+        print(f"growth of {what}: {growth / 1e6:.2f} MB in {elapsed / 60:.1f} min = {per_day:.0f} MB/day")
+    print(f"Dagster runs in all: {runs}")
+    for part in sorted(parts_after, key=lambda part: parts_before.get(part, 0) - parts_after[part])[:6]:
+        print(f"  {part}: +{(parts_after[part] - parts_before.get(part, 0)) / 1e3:.0f} kB")
+    print(
+        f"scrape start-to-start gaps: {len(gaps)}, median {statistics.median(gaps):.1f} s, p95 {quantiles[18]:.1f} s, "
+        f"max {max(gaps):.1f} s"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
