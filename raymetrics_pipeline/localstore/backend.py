@@ -7,10 +7,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raymetrics_pipeline.localstore.sink import LocalStoreSink
-from raymetrics_pipeline.localstore.sql import LocalSql
 from raymetrics_pipeline.localstore.store import CompactionReport, LocalStore, RetentionReport
+
+if TYPE_CHECKING:
+    from raymetrics_pipeline.localstore.sql import LocalSql
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class LocalStoreBackend:
         yield LocalStoreSink(self.store)
 
     def sql(self) -> LocalSql:
+        # DataFusion is imported by the readers (rollups, checks) only: the scrape runs never query.
+        from raymetrics_pipeline.localstore.sql import LocalSql
+
         return LocalSql(self.store)
 
     def maintain(self, now: datetime) -> StoreUpkeep:

@@ -14,13 +14,8 @@ import io
 from dataclasses import dataclass
 
 import duckdb
-import matplotlib
 
-matplotlib.use("Agg")  # no display: render straight to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from raymetrics_pipeline.common import markdown  # noqa: E402
+from raymetrics_pipeline.common import markdown
 
 MAX_SESSIONS = 8  # the newest ones; more lines stop being readable
 MAX_RUNS_SHOWN = 20  # per entrypoint, the newest
@@ -112,6 +107,13 @@ def _short(text: str, limit: int = 48) -> str:
 def render_chart(over_time: list[dict], failed: list[dict], runs: list[dict]) -> bytes:
     """CPU and memory (both in %) by minutes since each session's start, failed tasks by task name, and the
     duration of each run of an entrypoint; sessions named as Ray names them."""
+    # Imported here, not with the module: the scrape runs load this code location every time and never draw.
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render straight to PNG
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(2, 2, figsize=(14, 8), dpi=80)
     (cpu_axis, memory_axis), (failed_axis, runs_axis) = axes
     for session in sorted({row["session_name"] for row in over_time}):

@@ -1,0 +1,123 @@
+"""What one scrape run costs beside a trivial one-op Dagster run in the same instance.
+
+Both go through ``dagster job execute`` in one fresh Dagster home (the project's
+``dagster.yaml``), interleaved ``--repeat`` times: the trivial job (one op that does nothing,
+written to a temporary file) and ``scrape_and_ship`` against three loopback endpoints serving
+the project's captured Ray scrapes, into the local store. For each, the CPU (user + system) and
+peak RSS from ``/usr/bin/time -v``, and the Dagster storage the run added (the home without the
+local store). Prints medians and the scrape/trivial ratios; the machine is shared, so compare
+ratios.
+
+Run: ``python benchmarks/scrape_run_cost.py [--repeat 3]``.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from raymetrics_pipeline_tests.exporters import Exporter  # noqa: E402
+from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures  # noqa: E402
+
+TRIVIAL_JOB = """
+import dagster as dg
+
+
+@dg.op
+def nothing():
+    pass
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def trivial():
+    nothing()
+"""
+
+
+def dagster_bytes(home: Path) -> int:
+    """Bytes of Dagster's own storage: everything in the home but the pipeline's data folder."""
+    return sum(p.stat().st_size for p in home.rglob("*") if p.is_file() and "raymetrics" not in p.parts)
+
+
+def timed_run(command: list[str], env: dict, home: Path) -> dict:
+    before = dagster_bytes(home)
+    done = subprocess.run(["/usr/bin/time", "-v", *command], env=env, capture_output=True, text=True, cwd=ROOT)
+    if "RUN_SUCCESS" not in done.stdout + done.stderr:
+        raise SystemExit(f"{' '.join(command)} did not succeed:\n{done.stderr[-2000:]}")
+
+    def figure(label: str) -> float:
+        return float(re.search(rf"{label}: ([0-9.]+)", done.stderr).group(1))
+
+    return {
+        "cpu_s": figure(r"User time \(seconds\)") + figure(r"System time \(seconds\)"),
+        "rss_mb": figure(r"Maximum resident set size \(kbytes\)") / 1024,
+        "storage_kb": (dagster_bytes(home) - before) / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="run-cost-"))
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    trivial_file = work / "trivial.py"
+    trivial_file.write_text(TRIVIAL_JOB)
+    scrape_round = next(r for r in rounds(scrape_fixtures(include_shared=False)) if len(r) == 3)
+    exporters = [Exporter(fixture.text()) for fixture in scrape_round]
+    for exporter in exporters:
+        exporter.__enter__()
+    try:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "RAY_METRICS_TARGETS": ",".join(exporter.target for exporter in exporters),
+        }
+        env.pop("PARSEABLE_URL", None)
+        dagster = str(Path(sys.executable).with_name("dagster"))
+        commands = {
+            "trivial one-op run": [dagster, "job", "execute", "-f", str(trivial_file), "-j", "trivial"],
+            "scrape_and_ship, 3 endpoints": [
+                dagster,
+                "job",
+                "execute",
+                "-m",
+                "raymetrics_pipeline.definitions",
+                "-j",
+                "scrape_and_ship",
+            ],  # fmt: skip
+        }
+        figures: dict[str, list[dict]] = {name: [] for name in commands}
+        for _ in range(args.repeat):
+            for name, command in commands.items():
+                figures[name].append(timed_run(command, env, home))
+    finally:
+        for exporter in exporters:
+            exporter.__exit__(None, None, None)
+        shutil.rmtree(work, ignore_errors=True)
+    medians = {
+        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for name, runs in figures.items()
+    }
+    for name, median in medians.items():
+        print(
+            f"{name}: {median['cpu_s']:.2f} CPU-s, peak RSS {median['rss_mb']:.0f} MB, "
+            f"{median['storage_kb']:.0f} KB of Dagster storage (medians of {args.repeat})"
+        )
+    trivial, scrape = medians.values()
+    print(
+        "scrape / trivial: "
+        + ", ".join(f"{key} {scrape[key] / trivial[key]:.2f}" for key in ("cpu_s", "rss_mb", "storage_kb"))
+    )
+
+
+if __name__ == "__main__":
+    main()
