@@ -253,12 +253,13 @@ def test_the_comparison_chart_is_a_real_picture_of_both_sessions(rolled_up, tmp_
     assert len(materialization.metadata["sessions"].value) == len(sessions) == 2
 
 
-def test_the_schedule_refreshes_the_current_and_previous_hour():
+def test_the_schedule_refreshes_the_current_and_previous_hour_in_one_run():
     yesterday = datetime.now(UTC) - timedelta(days=1)
     context = dg.build_schedule_context(scheduled_execution_time=yesterday.replace(hour=9, minute=5))
-    requests = list(rollups_schedule(context))
+    request = rollups_schedule(context)
     expected = [f"{yesterday:%Y-%m-%d}-08:00", f"{yesterday:%Y-%m-%d}-09:00"]
-    assert [r.partition_key for r in requests] == expected
+    range_tags = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+    assert [request.tags[tag] for tag in range_tags] == expected
     assert set(expected) <= set(HOURLY.get_partition_keys()), "inside the partitions the UI offers"
 
 
