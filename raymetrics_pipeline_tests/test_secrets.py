@@ -38,8 +38,6 @@ CAREFUL_PASSWORD = f"{SECRET}%41@:é"
 SCRAPE = ("job", "execute", "-m", "raymetrics_pipeline.definitions", "-j", "scrape_and_ship")
 REPORTS = ("job", "execute", "-m", "raymetrics_pipeline.definitions", "-j", "refresh_reports")
 VALIDATE = ("definitions", "validate", "-m", "raymetrics_pipeline.definitions")
-# refresh_reports' default executor starts a process per step (over a minute here); one process runs the same steps.
-IN_ONE_PROCESS = "execution:\n  config:\n    in_process: {}\n"
 PARALLEL_RUNS = 4  # twice the cores: runs also wait (12 s of retries when nothing listens); more would only queue
 # The settings the sensor checks itself before launching; credentials and reachability only a run can find out.
 CHECKED_BY_THE_SENSOR = ("PARSEABLE_URL", "PARSEABLE_STREAM", "RAY_METRICS_TARGETS")
@@ -177,12 +175,8 @@ def environment(env: dict[str, str], home: Path) -> dict[str, str]:
 def run(case: Case, home: Path) -> subprocess.CompletedProcess:
     home.mkdir()
     shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", home)
-    command = [DAGSTER, *case.command]
-    if case.command == REPORTS:
-        (home / "run_config.yaml").write_text(IN_ONE_PROCESS)
-        command += ["-c", str(home / "run_config.yaml")]
     return subprocess.run(
-        command, cwd=ROOT, env=environment(case.env, home), capture_output=True, text=True, timeout=120
+        [DAGSTER, *case.command], cwd=ROOT, env=environment(case.env, home), capture_output=True, text=True, timeout=120
     )
 
 
