@@ -94,16 +94,29 @@ class IngestClient:
         self._deliver(body, content_type or self.content_type, deadline, outcome)
         return outcome
 
-    def _deliver(self, part: bytes, content_type: str, deadline: float, outcome: PostOutcome) -> None:
+    def _deliver(
+        self,
+        part: bytes,
+        content_type: str,
+        deadline: float,
+        outcome: PostOutcome,
+        refused: list[tuple[bytes, str]] | None = None,
+    ) -> None:
+        """Send ``part``: halve it after a 413; after a 400, find the refused data in it, or, for a half sent
+        while finding it (``refused`` given), leave it in ``refused`` for ``_isolate`` to judge."""
         if outcome.kept:
             outcome.kept.append(part)
             return
+        if refused is not None:
+            outcome.isolation_requests += 1
         decision, message = self._send(part, content_type, deadline, outcome)
         if decision.verdict is Verdict.SENT:
             outcome.parts_sent += 1
         elif decision.verdict is Verdict.SPLIT:
             for half in self._halves(part, content_type, message, outcome):
                 self._deliver(half, content_type, deadline, outcome)
+        elif decision.verdict is Verdict.REJECT and refused is not None:
+            refused.append((part, message))
         elif decision.verdict is Verdict.REJECT:
             self._isolate(part, content_type, deadline, message, outcome)
         else:
@@ -120,23 +133,9 @@ class IngestClient:
         if outcome.isolation_requests >= MAX_ISOLATION_REQUESTS:
             outcome.rejected.append((part, message))
             return
-        halves = self._halves(part, content_type, message, outcome)
-        refused = []
-        for half in halves:
-            if outcome.kept:
-                outcome.kept.append(half)
-                continue
-            outcome.isolation_requests += 1
-            decision, half_message = self._send(half, content_type, deadline, outcome)
-            if decision.verdict is Verdict.SENT:
-                outcome.parts_sent += 1
-            elif decision.verdict is Verdict.REJECT:
-                refused.append((half, half_message))
-            elif decision.verdict is Verdict.SPLIT:
-                for quarter in self._halves(half, content_type, half_message, outcome):
-                    self._deliver(quarter, content_type, deadline, outcome)
-            else:
-                outcome.kept.append(half)
+        refused: list[tuple[bytes, str]] = []
+        for half in self._halves(part, content_type, message, outcome):
+            self._deliver(half, content_type, deadline, outcome, refused)
         if len(refused) == 2 and all(reason == message for _, reason in refused):
             outcome.rejected.append((part, message))
             return
