@@ -3,12 +3,14 @@
 Both go through ``dagster job execute`` in one fresh Dagster home (the project's
 ``dagster.yaml``), interleaved ``--repeat`` times: the trivial job (one op that does nothing,
 written to a temporary file) and ``scrape_and_ship`` against three loopback endpoints serving
-the project's captured Ray scrapes, into the local store. For each, the CPU (user + system) and
+the project's captured Ray scrapes, once into the local store (which needs PyArrow to write
+Parquet) and once to Parseable (the project's test double on loopback, which stands in for a
+Parseable server: none can run here). For each, the CPU (user + system) and
 peak RSS from ``/usr/bin/time -v``, and the Dagster storage the run added (the home without the
 local store). Prints medians and the scrape/trivial ratios; the machine is shared, so compare
 ratios.
 
-Run: ``python benchmarks/scrape_run_cost.py [--repeat 3]``.
+Run: ``python benchmarks/scrape_run_cost.py [--repeat 3] [--smoke]`` (``--smoke``: one of each).
 """
 
 import argparse
@@ -24,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from raymetrics_pipeline_tests.exporters import Exporter  # noqa: E402
+from raymetrics_pipeline_tests.parseable_double import ParseableDouble  # noqa: E402
 from raymetrics_pipeline_tests.scrape_fixtures import rounds, scrape_fixtures  # noqa: E402
 
 TRIVIAL_JOB = """
@@ -46,7 +49,7 @@ def dagster_bytes(home: Path) -> int:
     return sum(p.stat().st_size for p in home.rglob("*") if p.is_file() and "raymetrics" not in p.parts)
 
 
-def timed_run(command: list[str], env: dict, home: Path) -> dict:
+def timed_run(command: list[str], env: dict, home: Path) -> dict[str, float]:
     before = dagster_bytes(home)
     done = subprocess.run(["/usr/bin/time", "-v", *command], env=env, capture_output=True, text=True, cwd=ROOT)
     if "RUN_SUCCESS" not in done.stdout + done.stderr:
@@ -65,7 +68,9 @@ def timed_run(command: list[str], env: dict, home: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one run of each: does it all run")
     args = parser.parse_args()
+    args.repeat = 1 if args.smoke else args.repeat
     work = Path(tempfile.mkdtemp(prefix="run-cost-"))
     home = work / "dagster_home"
     home.mkdir()
@@ -74,35 +79,32 @@ def main() -> None:
     trivial_file.write_text(TRIVIAL_JOB)
     scrape_round = next(r for r in rounds(scrape_fixtures(include_shared=False)) if len(r) == 3)
     exporters = [Exporter(fixture.text()) for fixture in scrape_round]
-    for exporter in exporters:
-        exporter.__enter__()
+    parseable = ParseableDouble()
+    for server in (*exporters, parseable):
+        server.__enter__()
     try:
-        env = {
+        local = {
             **os.environ,
             "DAGSTER_HOME": str(home),
             "RAY_METRICS_TARGETS": ",".join(exporter.target for exporter in exporters),
         }
-        env.pop("PARSEABLE_URL", None)
+        local.pop("PARSEABLE_URL", None)
+        to_parseable = {**local, "PARSEABLE_URL": parseable.url, "PARSEABLE_USERNAME": "admin"}
+        to_parseable["PARSEABLE_PASSWORD"] = "admin"
         dagster = str(Path(sys.executable).with_name("dagster"))
+        scrape = [dagster, "job", "execute", "-m", "raymetrics_pipeline.definitions", "-j", "scrape_and_ship"]
         commands = {
-            "trivial one-op run": [dagster, "job", "execute", "-f", str(trivial_file), "-j", "trivial"],
-            "scrape_and_ship, 3 endpoints": [
-                dagster,
-                "job",
-                "execute",
-                "-m",
-                "raymetrics_pipeline.definitions",
-                "-j",
-                "scrape_and_ship",
-            ],  # fmt: skip
+            "trivial one-op run": ([dagster, "job", "execute", "-f", str(trivial_file), "-j", "trivial"], local),
+            "scrape_and_ship, 3 endpoints, to Parseable": (scrape, to_parseable),
+            "scrape_and_ship, 3 endpoints, into the local store": (scrape, local),
         }
-        figures: dict[str, list[dict]] = {name: [] for name in commands}
+        figures: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
         for _ in range(args.repeat):
-            for name, command in commands.items():
+            for name, (command, env) in commands.items():
                 figures[name].append(timed_run(command, env, home))
     finally:
-        for exporter in exporters:
-            exporter.__exit__(None, None, None)
+        for server in (*exporters, parseable):
+            server.__exit__(None, None, None)
         shutil.rmtree(work, ignore_errors=True)
     medians = {
         name: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for name, runs in figures.items()
@@ -112,11 +114,10 @@ def main() -> None:
             f"{name}: {median['cpu_s']:.2f} CPU-s, peak RSS {median['rss_mb']:.0f} MB, "
             f"{median['storage_kb']:.0f} KB of Dagster storage (medians of {args.repeat})"
         )
-    trivial, scrape = medians.values()
-    print(
-        "scrape / trivial: "
-        + ", ".join(f"{key} {scrape[key] / trivial[key]:.2f}" for key in ("cpu_s", "rss_mb", "storage_kb"))
-    )
+    trivial = medians.pop("trivial one-op run")
+    for name, scrape in medians.items():
+        ratios = ", ".join(f"{key} {scrape[key] / trivial[key]:.2f}" for key in ("cpu_s", "rss_mb", "storage_kb"))
+        print(f"{name} / trivial: {ratios}")
 
 
 if __name__ == "__main__":

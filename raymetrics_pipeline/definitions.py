@@ -17,12 +17,12 @@ from raymetrics_pipeline.checks import (
     object_store_pressure,
     raymetrics_is_fresh,
 )
-from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs, scrape_and_ship
-from raymetrics_pipeline.resources import resources_from_env
+from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_old_runs, scrape_job
+from raymetrics_pipeline.resources import resources_from_env, scale_out_from_env
 from raymetrics_pipeline.schedules import (
     expire_rollups_schedule,
     maintain_storage_schedule,
-    prune_scrape_runs_schedule,
+    prune_old_runs_schedule,
     refresh_reports,
     refresh_reports_schedule,
     refresh_rollups,
@@ -43,10 +43,17 @@ defs = dg.Definitions(
         ray_run_comparison,
     ],
     asset_checks=[raymetrics_is_fresh, node_minute_is_fresh_and_complete, object_store_pressure, node_memory_pressure],
-    jobs=[scrape_and_ship, prune_scrape_runs, maintain_storage, expire_rollups, refresh_rollups, refresh_reports],
+    jobs=[
+        scrape_job(scale_out_from_env()),
+        prune_old_runs,
+        maintain_storage,
+        expire_rollups,
+        refresh_rollups,
+        refresh_reports,
+    ],
     sensors=[ray_metrics_sensor],
     schedules=[
-        prune_scrape_runs_schedule,
+        prune_old_runs_schedule,
         maintain_storage_schedule,
         expire_rollups_schedule,
         rollups_schedule,

@@ -14,22 +14,37 @@ from raymetrics_pipeline.common import markdown
 from raymetrics_pipeline.ingest.cycle import CycleResult, run_cycle
 from raymetrics_pipeline.ingest.targets import TargetError
 from raymetrics_pipeline.metadata import metadata_from
-from raymetrics_pipeline.resources import MetricsBackendResource, RayMetricsSource, RollupsDatabase, RollupSettings
+from raymetrics_pipeline.resources import (
+    CELERY_BROKER_URL,
+    MetricsBackendResource,
+    RayMetricsSource,
+    RollupsDatabase,
+    RollupSettings,
+    ScaleOut,
+)
 from raymetrics_pipeline.rollups.database import delete_minutes_before
 
 SCRAPE_INTERVAL_SECONDS = 15
 # Each cycle's sends and retries must end well inside the 15 s interval so the next cycle starts on time.
 CYCLE_BUDGET_SECONDS = 12.0
 _TARGET_COLUMNS = ("target", "HTTP", "samples", "data points", "bytes", "seconds", "parse errors", "error")
+# Rows of the per-target table in each cycle's metadata: every cycle is stored, so 1,000 targets listed in
+# full would cost about 80 KB a cycle (450 MB a day); the cycle's totals count them all.
+LISTED_TARGETS = 20
 
 
 def _per_target(cycle: CycleResult) -> str:
+    """The targets in trouble first (down, or skipped lines), then the others, up to ``LISTED_TARGETS`` rows."""
+    targets = sorted(cycle.targets, key=lambda t: not (t.error or t.parse_errors))
     rows = [
         [t.target, t.status, t.samples, t.data_points, t.scraped_bytes, t.seconds, t.parse_errors]
         + [t.error or "; ".join(t.first_parse_errors)]
-        for t in cycle.targets
+        for t in targets[:LISTED_TARGETS]
     ]
-    return markdown.table(_TARGET_COLUMNS, rows)
+    table = markdown.table(_TARGET_COLUMNS, rows)
+    if len(targets) > LISTED_TARGETS:
+        table += f"\n\n… and {len(targets) - LISTED_TARGETS} more targets (the run's log names every one that failed)."
+    return table
 
 
 def cycle_metadata(cycle: CycleResult, discovered_from: str, destination: str) -> dict:
@@ -41,6 +56,7 @@ def cycle_metadata(cycle: CycleResult, discovered_from: str, destination: str) -
         **cycle.totals(),
         **metadata_from(cycle.delivery),
         "duration_seconds": round(cycle.seconds, 3),
+        **{f"{stage}_seconds": round(seconds, 3) for stage, seconds in cycle.stage_seconds.items()},
         "per_target": dg.MetadataValue.md(_per_target(cycle)),
     }
 
@@ -69,15 +85,28 @@ class ScrapeConfig(dg.Config):
 def scrape_and_ship_metrics(
     context: dg.OpExecutionContext, config: ScrapeConfig, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
 ) -> dg.Output[None]:
-    started, launched_by = time.monotonic(), os.getppid()
+    return _scrape_cycles(context, config, ray_metrics, backend, started=time.time())
+
+
+def _scrape_cycles(
+    context: dg.OpExecutionContext,
+    config: ScrapeConfig,
+    ray_metrics: RayMetricsSource,
+    backend: MetricsBackendResource,
+    started: float,
+    shard: tuple[int, int] | None = None,
+) -> dg.Output[None]:
+    """An op's cycles, as many as ``config`` says, run_minutes counted from ``started`` (``time.time()``); over
+    every target, or only those of ``shard`` (index, count)."""
+    launched_by = os.getppid()
     cycles = 0
     while True:
         cycle_started = time.monotonic()
-        metadata = _scrape_once(context, ray_metrics, backend)
+        metadata = _scrape_once(context, ray_metrics, backend, shard)
         cycles += 1
         if config.cycles and cycles >= config.cycles:
             break
-        if time.monotonic() - started >= config.run_minutes * 60 or not _still_wanted(context, launched_by):
+        if time.time() - started >= config.run_minutes * 60 or not _still_wanted(context, launched_by):
             break
         time.sleep(max(0.0, cycle_started + SCRAPE_INTERVAL_SECONDS - time.monotonic()))
     return dg.Output(None, metadata={**metadata, "cycles": cycles})
@@ -94,7 +123,10 @@ def _still_wanted(context: dg.OpExecutionContext, launched_by: int) -> bool:
 
 
 def _scrape_once(
-    context: dg.OpExecutionContext, ray_metrics: RayMetricsSource, backend: MetricsBackendResource
+    context: dg.OpExecutionContext,
+    ray_metrics: RayMetricsSource,
+    backend: MetricsBackendResource,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """One cycle, recorded as a materialization with its figures and a freshness verdict; raises ``Failure``
     when it fails (data kept in the spool or set aside, or every endpoint down)."""
@@ -103,6 +135,11 @@ def _scrape_once(
         resource_attributes = ray_metrics.attributes()
     except (TargetError, ValueError) as error:
         raise dg.Failure(description=str(error)) from error
+    if shard and discovery.targets:
+        discovery = discovery.sharded(*shard)
+        if not discovery.targets:  # fewer targets than shards: not a cycle that delivered nothing
+            context.log.info(f"No target falls in shard {discovery.shard} this cycle.")
+            return {"shard": discovery.shard, "targets": 0}
     if not discovery.targets:
         context.log.warning(discovery.skip_reason())
     metrics_backend = backend.checked_backend()
@@ -123,6 +160,8 @@ def _scrape_once(
             )
         ) from error
     metadata = cycle_metadata(cycle, discovery.source, metrics_backend.location)
+    if discovery.shard:
+        metadata["shard"] = discovery.shard
     failed = {target.target: target.error for target in cycle.targets if target.error}
     for target in cycle.targets:
         if target.error:
@@ -165,35 +204,129 @@ def scrape_and_ship():
     scrape_and_ship_metrics()
 
 
+def _shard_op(shard: int, shards: int) -> dg.OpDefinition:
+    @dg.op(
+        name=f"scrape_shard_{shard}",
+        description=(
+            f"scrape_and_ship_metrics over shard {shard} of {shards} of the targets (RAYMETRICS_SCRAPE_SHARDS). A "
+            "failed cycle fails this shard only; in a run that keeps scraping it is retried 15 s later, until the "
+            "run's time is up."
+        ),
+    )
+    def scrape_shard(
+        context: dg.OpExecutionContext,
+        config: ScrapeConfig,
+        ray_metrics: RayMetricsSource,
+        backend: MetricsBackendResource,
+    ) -> dg.Output[None]:
+        # The run's time, not this attempt's: a retried shard ends with the others.
+        run_started = context.instance.get_run_record_by_id(context.run_id).start_time
+        try:
+            return _scrape_cycles(context, config, ray_metrics, backend, run_started, (shard, shards))
+        except dg.Failure as failure:
+            if config.cycles or time.time() + SCRAPE_INTERVAL_SECONDS >= run_started + config.run_minutes * 60:
+                raise
+            raise dg.RetryRequested(
+                max_retries=int(config.run_minutes * 60 / SCRAPE_INTERVAL_SECONDS) + 1,
+                seconds_to_wait=SCRAPE_INTERVAL_SECONDS,
+            ) from failure
+
+    return scrape_shard
+
+
+def sharded_scrape_job(shards: int, executor_def: dg.ExecutorDefinition) -> dg.JobDefinition:
+    """``scrape_and_ship`` with its targets sharded over ``shards`` ops that depend on none other, so a shard that
+    fails stops no other. Same job name, and one graph named like the single op taking the same run config, so the
+    sensor, the run pruning and the one-scrape-run-at-a-time limit apply unchanged."""
+    shard_ops = [_shard_op(shard, shards) for shard in range(shards)]
+
+    def every_shard(config: dict) -> dict:
+        return {op.name: {"config": config} for op in shard_ops}
+
+    @dg.graph(
+        name=scrape_and_ship_metrics.name,
+        description=f"scrape_and_ship_metrics with the targets sharded over {shards} ops by a stable hash.",
+        config=dg.ConfigMapping(config_fn=every_shard, config_schema=ScrapeConfig.to_config_schema()),
+    )
+    def sharded_scrape():
+        for op in shard_ops:
+            op()
+
+    @dg.job(
+        name=scrape_and_ship.name,
+        description=f"{scrape_and_ship.description} Targets sharded over {shards} ops (RAYMETRICS_SCRAPE_SHARDS).",
+        executor_def=executor_def,
+        tags={**scrape_and_ship.tags, "raymetrics/shards": str(shards)},
+    )
+    def sharded_scrape_and_ship():
+        sharded_scrape()
+
+    return sharded_scrape_and_ship
+
+
+def _shard_executor(scale_out: ScaleOut) -> dg.ExecutorDefinition:
+    """Multiprocess: every shard at once in a process of its own (a shard scrapes for the whole run). Celery:
+    tasks for dagster-celery workers on the broker in CELERY_BROKER_URL, read from the environment when used,
+    never stored; dagster_celery is imported only then, so other scrape processes stay light."""
+    if scale_out.executor != "celery":
+        return dg.multiprocess_executor.configured({"max_concurrent": scale_out.shards})
+    try:
+        from dagster_celery import celery_executor
+    except ImportError as error:
+        raise ValueError(
+            "RAYMETRICS_SCRAPE_EXECUTOR=celery needs dagster-celery: pip install 'raymetrics_pipeline[celery]'"
+        ) from error
+    return celery_executor.configured({"broker": {"env": CELERY_BROKER_URL}})
+
+
+def scrape_job(scale_out: ScaleOut) -> dg.JobDefinition:
+    """The scrape job as RAYMETRICS_SCRAPE_SHARDS and RAYMETRICS_SCRAPE_EXECUTOR say: one op in the run's own
+    process, or the targets sharded over several ops on a distributed executor."""
+    if scale_out.shards == 1:
+        return scrape_and_ship
+    return sharded_scrape_job(scale_out.shards, _shard_executor(scale_out))
+
+
 class PruneRunsConfig(dg.Config):
     older_than_days: float = 3.0
 
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+# Every job's runs but refresh_rollups': its runs' events are what the UI shows as the hourly partitions
+# materialized, and those hours stay for RAYMETRICS_ROLLUP_RETENTION_DAYS (24 runs a day per hour refreshed).
+PRUNED_JOBS = ("scrape_and_ship", "refresh_reports", "maintain_storage", "expire_rollups", "prune_old_runs")
 
 
 @dg.op(
     description=(
-        "Delete finished scrape_and_ship runs and their event logs older than `older_than_days`: open-source "
-        "Dagster keeps every run forever, and the sensor starts one an hour, and one after every failed cycle."
+        "Delete finished runs older than `older_than_days`, their event logs and captured stdout/stderr: "
+        "open-source Dagster keeps every run forever, and this pipeline starts about 750 a day. refresh_rollups' "
+        "runs stay (they record which hours are materialized)."
     )
 )
-def delete_old_scrape_runs(context: dg.OpExecutionContext, config: PruneRunsConfig) -> dg.Output[None]:
-    cutoff = time.time() - config.older_than_days * 86_400
-    filters = dg.RunsFilter(
-        job_name=scrape_and_ship.name, statuses=FINISHED, created_before=datetime.fromtimestamp(cutoff, UTC)
+def delete_old_runs(context: dg.OpExecutionContext, config: PruneRunsConfig) -> dg.Output[None]:
+    cutoff = datetime.fromtimestamp(time.time() - config.older_than_days * 86_400, UTC)
+    deleted: dict[str, int] = {}
+    for job_name in PRUNED_JOBS:
+        filters = dg.RunsFilter(job_name=job_name, statuses=FINISHED, created_before=cutoff)
+        while records := context.instance.get_run_records(filters=filters, limit=500):
+            for record in records:
+                context.instance.delete_run(record.dagster_run.run_id)
+                context.instance.compute_log_manager.delete_logs(prefix=[record.dagster_run.run_id])
+            deleted[job_name] = deleted.get(job_name, 0) + len(records)
+    return dg.Output(
+        None,
+        metadata={
+            "deleted_runs": sum(deleted.values()),
+            "deleted_by_job": dg.MetadataValue.json(deleted),
+            "older_than_days": config.older_than_days,
+        },
     )
-    deleted = 0
-    while records := context.instance.get_run_records(filters=filters, limit=500):
-        for record in records:
-            context.instance.delete_run(record.dagster_run.run_id)
-        deleted += len(records)
-    return dg.Output(None, metadata={"deleted_runs": deleted, "older_than_days": config.older_than_days})
 
 
-@dg.job(description="Delete old scrape_and_ship runs so Dagster's storage stays bounded (hourly schedule).")
-def prune_scrape_runs():
-    delete_old_scrape_runs()
+@dg.job(description="Delete old runs (but refresh_rollups') so Dagster's storage stays bounded (hourly schedule).")
+def prune_old_runs():
+    delete_old_runs()
 
 
 @dg.op(

@@ -15,13 +15,12 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
-import duckdb
-from dagster_duckdb import DuckDBResource
 
 from raymetrics_pipeline.common.urls import has_credentials, without_credentials
 from raymetrics_pipeline.dataset.backend import Backend
@@ -29,13 +28,17 @@ from raymetrics_pipeline.dataset.query import MetricsQuery
 from raymetrics_pipeline.ingest.otlp import parse_resource_attributes
 from raymetrics_pipeline.ingest.prometheus import LabelSet
 from raymetrics_pipeline.ingest.targets import DEFAULT_DISCOVERY_FILE, Discovery, TargetSettings, discover
-from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.connection import parseable_location
 from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_AGE_SECONDS as DEFAULT_SPOOL_MAX_AGE_SECONDS
 from raymetrics_pipeline.parseable.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from raymetrics_pipeline.rayapi.client import dashboard_url_from
-from raymetrics_pipeline.rollups.database import RollupsLocked, ensure_schema, wait_until_unlocked
+from raymetrics_pipeline.rollups.database import RollupsLocked, connect, ensure_schema, wait_until_unlocked
+
+if TYPE_CHECKING:  # a scrape run loads this module: DuckDB and PyArrow load only where they are used
+    import duckdb
+
+    from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 
 
 class RayMetricsSource(dg.ConfigurableResource):
@@ -142,27 +145,30 @@ class LocalStoreResource(MetricsBackendResource):
     kinds: ClassVar[set[str]] = {"parquet", "opentelemetry"}
     retention_days: float = 7.0
 
-    def backend(self) -> LocalStoreBackend:
+    def backend(self) -> "LocalStoreBackend":
+        from raymetrics_pipeline.localstore.backend import LocalStoreBackend
+
         return LocalStoreBackend(Path(self.data_dir) / "store", self.stream, self.retention_days)
 
     def describe_location(self) -> str:
         return self.backend().location
 
 
-class RollupsDatabase(DuckDBResource):
-    """``rollups.duckdb`` through dagster-duckdb, its tables made or grown to their declarations on every
-    connection. DuckDB lets one process write at a time: a writer waits (saying who holds the file) while
-    another has it, up to ``lock_wait_seconds``."""
+class RollupsDatabase(dg.ConfigurableResource):
+    """``rollups.duckdb``, its tables made or grown to their declarations on every connection. DuckDB lets
+    one process write at a time: a writer waits (saying who holds the file) while another has it, up to
+    ``lock_wait_seconds``."""
 
+    database: str
     lock_wait_seconds: float = 300.0
 
     @contextmanager
-    def writer(self, log) -> Iterator[duckdb.DuckDBPyConnection]:
+    def writer(self, log) -> Iterator["duckdb.DuckDBPyConnection"]:
         try:
             wait_until_unlocked(self.database, self.lock_wait_seconds, log.warning)
         except RollupsLocked as error:
             raise dg.Failure(description=str(error)) from None
-        with self.get_connection() as connection:
+        with connect(self.database) as connection:
             ensure_schema(connection)
             yield connection
 
@@ -303,6 +309,44 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             retention_days=_days("RAYMETRICS_ROLLUP_RETENTION_DAYS", environ, 400),
         ),
     }
+
+
+MAX_SCRAPE_SHARDS = 64
+SCRAPE_EXECUTORS = ("multiprocess", "celery")
+# Celery's own name for its broker: dagster-celery workers read it too, so they need no config file.
+CELERY_BROKER_URL = "CELERY_BROKER_URL"
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """How the scrape job spreads its targets: over ``shards`` ops of one run, run by ``executor``."""
+
+    shards: int = 1
+    executor: str = "multiprocess"
+
+
+def scale_out_from_env(environ: Mapping[str, str] | None = None) -> ScaleOut:
+    """RAYMETRICS_SCRAPE_SHARDS and RAYMETRICS_SCRAPE_EXECUTOR (docs/scaling.md), or a clear error naming them."""
+    environ = os.environ if environ is None else environ
+    shards = _number(
+        "RAYMETRICS_SCRAPE_SHARDS",
+        environ,
+        1,
+        lambda value: 1 <= value <= MAX_SCRAPE_SHARDS and value == int(value),
+        f"give a whole number of shards from 1 (one process scrapes every target) to {MAX_SCRAPE_SHARDS}, e.g. 4",
+    )
+    executor = (environ.get("RAYMETRICS_SCRAPE_EXECUTOR") or SCRAPE_EXECUTORS[0]).lower()
+    if executor not in SCRAPE_EXECUTORS:
+        raise ValueError(
+            f"RAYMETRICS_SCRAPE_EXECUTOR={executor!r}: give multiprocess (a process per shard on the machine of "
+            "the run) or celery (dagster-celery workers on the broker in CELERY_BROKER_URL)"
+        )
+    if executor == "celery" and not environ.get(CELERY_BROKER_URL):
+        raise ValueError(
+            "RAYMETRICS_SCRAPE_EXECUTOR=celery needs CELERY_BROKER_URL, the broker the dagster-celery workers "
+            "listen on, e.g. redis://127.0.0.1:6379/0"
+        )
+    return ScaleOut(int(shards), executor)
 
 
 def metrics_query_from_env() -> MetricsQuery:

@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: a Dagster instance, the Parseable double, one real Ray head."""
+"""Fixtures shared by the whole suite: a Dagster instance, the Parseable double, a PostgreSQL server, one real
+Ray head."""
 
 import dagster as dg
 import pytest
@@ -18,6 +19,19 @@ def parseable():
     """The Parseable test double on 127.0.0.1 with its default user admin/admin."""
     with ParseableDouble() as double:
         yield double
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server on 127.0.0.1 for the session (about 1.5 s to start). Fails, never skips, when
+    the server is not installed: CI installs it, and a skip would hide the production instance untested."""
+    from raymetrics_pipeline_tests.postgres_server import INSTALL_ADVICE, PostgresServer, server_binaries
+
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.fail(INSTALL_ADVICE)
+    with PostgresServer(binaries) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -5,17 +5,20 @@ import logging
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.storage.compute_log_manager import ComputeIOType
 
 from raymetrics_pipeline import jobs
 from raymetrics_pipeline.assets import RAYMETRICS_ASSET_KEY
 from raymetrics_pipeline.ingest import otlp
+from raymetrics_pipeline.ingest.cycle import CycleResult, TargetOutcome
 from raymetrics_pipeline.ingest.health import UP
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
-from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_scrape_runs, scrape_and_ship
+from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_old_runs, scrape_and_ship
 from raymetrics_pipeline.localstore.rows import rows_table
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource
@@ -139,21 +142,46 @@ def test_an_outage_fails_the_run_but_keeps_the_data(instance, tmp_path):
     assert SECRET not in all_event_text(instance, result.run_id)
 
 
-def test_old_scrape_runs_are_pruned_and_nothing_else(instance):
+def test_a_cycle_lists_its_troubled_targets_first_and_at_most_twenty():
+    outcomes = [TargetOutcome(f"10.0.0.{n}:8080", 200, 1000, 0.1, samples=10) for n in range(30)]
+    outcomes[25] = TargetOutcome("10.0.0.25:8080", None, 0, 5.0, error="connection refused")
+    cycle = CycleResult(outcomes, delivery=None, seconds=1.0)
+    table = jobs._per_target(cycle)
+    rows = [line for line in table.splitlines() if line.startswith("| 10.0.0.")]
+    assert len(rows) == jobs.LISTED_TARGETS and "connection refused" in rows[0]
+    assert table.endswith("… and 10 more targets (the run's log names every one that failed).")
+
+
+def test_old_finished_runs_are_pruned_with_their_output_but_rollup_runs_stay(instance):
     def add(job_name: str, status: dg.DagsterRunStatus) -> str:
-        return instance.add_run(dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status)).run_id
+        run_id = str(uuid.uuid4())
+        with instance.compute_log_manager.open_log_stream([run_id, "compute_logs", "step"], ComputeIOType.STDERR):
+            pass
+        return instance.add_run(dg.DagsterRun(job_name=job_name, run_id=run_id, status=status)).run_id
 
     finished = [add("scrape_and_ship", status) for status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+    finished += [add(job, dg.DagsterRunStatus.SUCCESS) for job in ("refresh_reports", "maintain_storage")]
     in_flight = add("scrape_and_ship", dg.DagsterRunStatus.STARTED)
-    other_job = add("rollups", dg.DagsterRunStatus.SUCCESS)
-    keep = prune_scrape_runs.execute_in_process(instance=instance)
+    rollups = add("refresh_rollups", dg.DagsterRunStatus.SUCCESS)
+    keep = prune_old_runs.execute_in_process(instance=instance)
     assert keep.success and all(instance.has_run(run_id) for run_id in finished)
-    result = prune_scrape_runs.execute_in_process(
-        instance=instance, run_config={"ops": {"delete_old_scrape_runs": {"config": {"older_than_days": 0}}}}
+    result = prune_old_runs.execute_in_process(
+        instance=instance, run_config={"ops": {"delete_old_runs": {"config": {"older_than_days": 0}}}}
     )
-    assert step_metadata(result)["deleted_runs"] == 2
+    deleted = {"scrape_and_ship": 2, "refresh_reports": 1, "maintain_storage": 1, "prune_old_runs": 1}  # the run above
+    assert step_metadata(result)["deleted_by_job"] == deleted
     assert not any(instance.has_run(run_id) for run_id in finished)
-    assert instance.has_run(in_flight) and instance.has_run(other_job)
+    logs = Path(instance.compute_log_manager._base_dir)
+    assert not any((logs / run_id).exists() for run_id in finished)
+    assert instance.has_run(in_flight) and instance.has_run(rollups) and (logs / rollups).is_dir()
+
+
+def test_every_job_is_pruned_but_the_rollups():
+    from raymetrics_pipeline.definitions import defs
+
+    # Runs launched from the UI's Materialize button (__ASSET_JOB) may materialize hours: kept as well.
+    named_jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
+    assert named_jobs - set(jobs.PRUNED_JOBS) == {"refresh_rollups"}
 
 
 def test_a_refused_series_fails_the_run_and_is_set_aside_while_the_rest_arrives(instance, tmp_path):

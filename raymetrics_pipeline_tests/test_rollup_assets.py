@@ -27,7 +27,7 @@ from raymetrics_pipeline.checks import (
     raymetrics_is_fresh,
 )
 from raymetrics_pipeline.resources import RayMetricsSource, rollup_start
-from raymetrics_pipeline.schedules import refresh_reports, rollups_schedule
+from raymetrics_pipeline.schedules import REPORT_CHECKS, refresh_reports, refresh_reports_schedule, rollups_schedule
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
@@ -261,6 +261,36 @@ def test_the_schedule_refreshes_the_current_and_previous_hour_in_one_run():
     range_tags = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
     assert [request.tags[tag] for tag in range_tags] == expected
     assert set(expected) <= set(HOURLY.get_partition_keys()), "inside the partitions the UI offers"
+
+
+def test_the_reports_schedule_redraws_the_comparison_every_third_run_and_checks_every_run(tmp_path):
+    backend = local_backend(tmp_path)
+    no_ray = RayMetricsSource(discovery_file=str(tmp_path / "no-ray" / "prom_metrics_service_discovery.json"))
+    defs = dg.Definitions(
+        assets=[raymetrics_in(backend), minute_rollups, summaries, ray_jobs, ray_run_comparison],
+        asset_checks=list(REPORT_CHECKS),
+        jobs=[refresh_reports],
+        resources={"backend": backend, "ray_metrics": no_ray, **rollup_resources(tmp_path)},
+    )
+    job = defs.resolve_job_def("refresh_reports")
+    materialized = {}
+    with dg.instance_for_test() as instance:
+        for minute in range(2, 60, 5):
+            context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 9, minute, tzinfo=UTC))
+            request = refresh_reports_schedule(context)
+            if request.asset_selection is not None:
+                job = job.get_subset(
+                    asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+                )
+            result = job.execute_in_process(instance=instance)
+            assert {e.check_name for e in result.get_asset_check_evaluations()} == {
+                key.name for c in REPORT_CHECKS for key in c.check_keys
+            }
+            materialized[minute] = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+            job = defs.resolve_job_def("refresh_reports")
+    with_comparison = [minute for minute, names in materialized.items() if "ray_run_comparison" in names]
+    assert with_comparison == [2, 17, 32, 47]
+    assert all({"session_summary", "job_summary", "ray_jobs"} <= names for names in materialized.values())
 
 
 def test_rollup_partitions_start_a_week_back_at_midnight_utc():

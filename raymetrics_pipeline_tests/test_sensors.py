@@ -8,11 +8,13 @@ from contextlib import ExitStack
 import dagster as dg
 import pytest
 
+from raymetrics_pipeline.jobs import scrape_job
 from raymetrics_pipeline.resources import (
     LocalStoreResource,
     MetricsBackendResource,
     ParseableResource,
     RayMetricsSource,
+    ScaleOut,
 )
 from raymetrics_pipeline.sensors import STALE_RUN_SECONDS, live_scrape_run, ray_metrics_sensor
 from raymetrics_pipeline_tests.exporters import Exporter
@@ -175,3 +177,13 @@ def test_a_dead_run_does_not_block_scraping_forever(instance, targets):
     assert live_scrape_run(instance, time.time() + STALE_RUN_SECONDS + 1) is None
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert evaluate(instance, PARSEABLE, targets).run_requests
+
+
+def test_with_shards_it_launches_the_same_job_name_with_the_same_run_config(instance, targets):
+    """RAYMETRICS_SCRAPE_SHARDS above 1 reshapes scrape_and_ship, under its name and run config (docs/scaling.md)."""
+    sharded = scrape_job(ScaleOut(shards=3))
+    (request,) = evaluate(instance, PARSEABLE, targets).run_requests
+    assert sharded.name == ray_metrics_sensor.job_name
+    ops = dg.validate_run_config(sharded, request.run_config)["ops"]
+    every_shard = {f"scrape_and_ship_metrics.scrape_shard_{shard}" for shard in range(3)}
+    assert {op: ops[op]["config"]["cycles"] for op in every_shard} == dict.fromkeys(every_shard, 0)

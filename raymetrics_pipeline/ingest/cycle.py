@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
-from typing import Protocol
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Protocol, TypeVar
 
 from raymetrics_pipeline.ingest import health, otlp
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, ParseError, parse, pieces, stopped
@@ -26,6 +27,77 @@ PIECE_CHARS = 4 * 1024 * 1024
 # A target's parsing and conversion stop after this long (the rest of its answer is reported, not converted).
 # A million series take about 10 s here; the bound is for answers no real endpoint serves.
 TARGET_CONVERT_SECONDS = 60.0
+
+
+class Stopwatch:
+    """Seconds spent in each stage of a cycle (scrape, parse, encode, compress, send, ...).
+
+    Stages nest: the encoder pulls the conversions, a send compresses; a stage entered inside
+    another pauses the outer one, so every second is counted once, in the innermost stage.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self.seconds: dict[str, float] = {}
+        self._running: list[str] = []
+        self._since = 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._charge_running_stage()
+        self._running.append(name)
+        try:
+            yield
+        finally:
+            self._charge_running_stage()
+            self._running.pop()
+
+    def _charge_running_stage(self) -> None:
+        now = self._clock()
+        if self._running:
+            name = self._running[-1]
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self._since
+        self._since = now
+
+
+# The stages run in code the cycle only reaches through its sink (the encoder, the Parseable client), so the
+# cycle's stopwatch is found here rather than passed through every signature; outside a cycle nothing is timed.
+_cycle_stopwatch: ContextVar[Stopwatch | None] = ContextVar("cycle_stopwatch", default=None)
+Item = TypeVar("Item")
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Count the block's time as stage ``name`` of the running cycle."""
+    stopwatch = _cycle_stopwatch.get()
+    if stopwatch is None:
+        yield
+        return
+    with stopwatch.stage(name):
+        yield
+
+
+def timed(items: Iterator[Item], name: str) -> Generator[Item, None, object]:
+    """``items`` as they come, the work of producing each counted as stage ``name`` (not the caller's work
+    between them); returns what ``items`` returns, when it is a generator."""
+    while True:
+        with stage(name):
+            try:
+                item = next(items)
+            except StopIteration as done:
+                return done.value
+        yield item
+
+
+@contextmanager
+def stopwatch_running(clock: Callable[[], float] = time.perf_counter) -> Iterator[Stopwatch]:
+    """A stopwatch that ``stage`` and ``timed`` charge until the block ends."""
+    stopwatch = Stopwatch(clock)
+    token = _cycle_stopwatch.set(stopwatch)
+    try:
+        yield stopwatch
+    finally:
+        _cycle_stopwatch.reset(token)
 
 
 class Delivery(Protocol):
@@ -76,6 +148,7 @@ class CycleResult:
     targets: list[TargetOutcome]
     delivery: Delivery
     seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # Stopwatch.seconds
 
     @property
     def targets_up(self) -> int:
@@ -190,18 +263,23 @@ def run_cycle(
 
     Targets are converted one at a time as the sink takes them, smallest answer first: a sink
     sends each body as it fills, so the small targets are delivered before a large one is even
-    parsed, and memory holds one target's metrics at a time, not the cycle's.
+    parsed, and memory holds one target's metrics at a time, not the cycle's. The result says
+    how long each stage took (``stage_seconds``: scrape, parse, and the sink's own: encode,
+    compress, send or write), to see where a slow cycle's time went.
     """
     started, started_unix_nano = time.monotonic(), time.time_ns()
-    results: list[ScrapeResult | None] = list(scrape_all(list(targets), scrape_timeout_seconds))
-    outcomes: dict[int, TargetOutcome] = {}
+    with stopwatch_running() as stopwatch:
+        with stage("scrape"):
+            results: list[ScrapeResult | None] = list(scrape_all(list(targets), scrape_timeout_seconds))
+        outcomes: dict[int, TargetOutcome] = {}
 
-    def converted() -> Iterator[otlp.ResourceMetrics]:
-        for index in sorted(range(len(results)), key=lambda index: results[index].bytes):
-            result, results[index] = results[index], None  # the scraped text goes once converted
-            outcomes[index] = yield from convert_in_pieces(result, resource_attributes)
+        def converted() -> Iterator[otlp.ResourceMetrics]:
+            for index in sorted(range(len(results)), key=lambda index: results[index].bytes):
+                result, results[index] = results[index], None  # the scraped text goes once converted
+                outcomes[index] = yield from timed(convert_in_pieces(result, resource_attributes), "parse")
 
-    with cyclic_gc_paused():
-        report = health.reporter(resource_attributes, started_unix_nano)
-        delivery = sink.ship(converted(), started + budget_seconds, report)
-    return CycleResult([outcomes[index] for index in sorted(outcomes)], delivery, time.monotonic() - started)
+        with cyclic_gc_paused():
+            report = health.reporter(resource_attributes, started_unix_nano)
+            delivery = sink.ship(converted(), started + budget_seconds, report)
+    converted_targets = [outcomes[index] for index in sorted(outcomes)]
+    return CycleResult(converted_targets, delivery, time.monotonic() - started, stopwatch.seconds)

@@ -10,8 +10,9 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,7 @@ class Discovery:
     origin: str = ""  # the file or URL the targets were read from
     session: str = ""  # the Ray session the discovery file belongs to, when that can be known
     host_override: str = ""  # RAY_METRICS_HOST, when it replaced the discovered hosts
+    shard: str = ""  # "i of n" when narrowed to one shard of the targets (RAYMETRICS_SCRAPE_SHARDS)
 
     def skip_reason(self) -> str:
         return (
@@ -55,7 +57,9 @@ class Discovery:
 
     def describe(self) -> str:
         """Where the targets came from, e.g. ``3 targets from RAY_PROM_DISCOVERY_FILE /tmp/ray/..., session ...``."""
-        text = f"{len(self.targets)} target{'s' if len(self.targets) != 1 else ''} from {self.source}"
+        text = f"{len(self.targets)} target{'s' if len(self.targets) != 1 else ''}"
+        text += f" of shard {self.shard}" if self.shard else ""
+        text += f" from {self.source}"
         text += f" {self.origin}" if self.origin else ""
         text += f", session {self.session}" if self.session else ""
         return text + (f", host replaced by RAY_METRICS_HOST={self.host_override}" if self.host_override else "")
@@ -95,6 +99,20 @@ class Discovery:
             f"{len(errors)} of {len(self.targets)} Ray metrics endpoints did not answer ({_listing(errors)}); "
             f"the others were scraped. {self.advice()}"
         )
+
+    def sharded(self, shard: int, shards: int) -> Discovery:
+        """Only the targets of shard ``shard`` of ``shards``: messages about it then speak of that shard."""
+        return replace(self, targets=in_shard(self.targets, shard, shards), shard=f"{shard} of {shards}")
+
+
+def shard_of(target: str, shards: int) -> int:
+    """The shard (0 to ``shards`` - 1) that scrapes ``target`` (``host:port``): CRC-32 of the text, so the same
+    in every process, run and machine (Python's ``hash`` of a string changes from one process to the next)."""
+    return zlib.crc32(target.encode()) % shards
+
+
+def in_shard(targets: Iterable[str], shard: int, shards: int) -> tuple[str, ...]:
+    return tuple(target for target in targets if shard_of(target, shards) == shard)
 
 
 LISTED_TARGETS = 5  # named in a message; the rest are counted

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from raymetrics_pipeline.ingest.cycle import stage
 from raymetrics_pipeline.ingest.health import Reporter
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.localstore.rows import rows_table
@@ -40,6 +41,8 @@ class LocalStoreSink:
         scrapes = list(scrapes)  # one file per cycle: every target's rows at once
         received = datetime.now(UTC)
         rows = sum(len(metric.points) for _, metrics in scrapes for metric in metrics)
-        table = rows_table([*scrapes, report({"delivery_rows_stored": rows})], received)
-        path = self.store.write(table, received)
+        with stage("encode"):
+            table = rows_table([*scrapes, report({"delivery_rows_stored": rows})], received)
+        with stage("write"):
+            path = self.store.write(table, received)
         return Stored(table.num_rows, path.stat().st_size)

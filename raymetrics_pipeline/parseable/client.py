@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from raymetrics_pipeline.dataset.names import LOG_SOURCE
+from raymetrics_pipeline.ingest.cycle import stage
 from raymetrics_pipeline.parseable.connection import ParseableConnection
 from raymetrics_pipeline.parseable.encode import COMPRESSIONS, CONTENT_TYPES, Unsplittable, compress, split_body
 from raymetrics_pipeline.parseable.status import Decision, Verdict, decide, explain
@@ -158,7 +159,8 @@ class IngestClient:
         The first try always goes out; retries only before ``deadline``. A request that went out
         is never cut short at the deadline: it may already be stored.
         """
-        payload, headers = compress(body, self.compression)
+        with stage("compress"):
+            payload, headers = compress(body, self.compression)
         headers.update(
             {"Content-Type": content_type, "X-P-Stream": self.connection.settings.stream, "X-P-Log-Source": LOG_SOURCE}
         )

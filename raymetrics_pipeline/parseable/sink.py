@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from raymetrics_pipeline.ingest.cycle import stage, timed
 from raymetrics_pipeline.ingest.health import Reporter
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.parseable.client import IngestClient, PostOutcome
@@ -122,9 +123,10 @@ class ParseableSink:
         """Post the bodies of ``scrapes`` while Parseable takes them, spool the rest; whether it still does."""
         content_type = self.client.content_type
         stop_sending = deadline + SEND_OVERRUN_SECONDS
-        for body in encode(scrapes, content_type, self.max_request_bytes):
+        for body in timed(encode(scrapes, content_type, self.max_request_bytes), "encode"):
             if healthy and time.monotonic() < stop_sending:
-                outcome = self.client.post(body, deadline)
+                with stage("send"):
+                    outcome = self.client.post(body, deadline)
                 healthy = self._settle(outcome, content_type, delivery, respool_kept=True)
                 delivery.bodies_sent += outcome.verdict is Verdict.SENT
                 continue
@@ -141,9 +143,11 @@ class ParseableSink:
             for resent, spooled in enumerate(self.spool.pending()):
                 if resent >= MIN_RESENDS_PER_RUN and time.monotonic() >= deadline - REPLAY_MARGIN_SECONDS:
                     break
-                body = spooled.read()
-                self.spool.mark_sending(spooled)
-                outcome = self.client.post(body, deadline, spooled.content_type)
+                body = self.spool.claim(spooled)
+                if body is None:
+                    continue
+                with stage("send"):
+                    outcome = self.client.post(body, deadline, spooled.content_type)
                 if outcome.kept == [body]:  # not taken at all: back in the queue as it was
                     self.spool.unmark_sending(spooled)
                 else:

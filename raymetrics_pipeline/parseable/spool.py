@@ -120,8 +120,14 @@ class Spool:
             os.replace(path, path.with_name(path.name.removesuffix(SENDING_SUFFIX)))
         return len(interrupted)
 
-    def mark_sending(self, spooled: SpooledBody) -> None:
-        os.replace(spooled.path, spooled.sending)
+    def claim(self, spooled: SpooledBody) -> bytes | None:
+        """Mark a body as being sent and read it; None when it is gone (another run dropped it for space or
+        age between the listing and now: scrape shards share the spool)."""
+        try:
+            os.replace(spooled.path, spooled.sending)
+        except FileNotFoundError:
+            return None
+        return gzip.decompress(spooled.sending.read_bytes())
 
     def unmark_sending(self, spooled: SpooledBody) -> None:
         os.replace(spooled.sending, spooled.path)
@@ -132,9 +138,9 @@ class Spool:
 
     def depth(self, now: float) -> SpoolDepth:
         """What waits: bodies, bytes, and the oldest body's age in seconds at ``now`` (``time.time()``)."""
-        bodies = self.pending()
-        oldest = min((_written_at(body) for body in bodies), default=now)
-        return SpoolDepth(len(bodies), sum(body.path.stat().st_size for body in bodies), max(0.0, now - oldest))
+        sizes = {body: size for body in self.pending() if (size := _size(body)) is not None}
+        oldest = min((_written_at(body) for body in sizes), default=now)
+        return SpoolDepth(len(sizes), sum(sizes.values()), max(0.0, now - oldest))
 
     def remove_sent(self, spooled: SpooledBody) -> None:
         spooled.sending.unlink(missing_ok=True)
@@ -165,12 +171,20 @@ def _written_at(body: SpooledBody) -> float:
     return int(body.path.name.split("-", 1)[0]) / 1e9
 
 
+def _size(body: SpooledBody) -> int | None:
+    """The body's bytes on disk; None when another run has just taken it to resend, or dropped it."""
+    try:
+        return body.path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def _drop_oldest(bodies: list[SpooledBody], max_bytes: int) -> int:
     """Remove the oldest of ``bodies`` (and a refused one's reason) until the rest fit in ``max_bytes``;
     how many went."""
-    sizes = [body.path.stat().st_size for body in bodies]
-    total, dropped = sum(sizes), 0
-    for body, size in zip(bodies, sizes, strict=True):
+    sizes = {body: size for body in bodies if (size := _size(body)) is not None}
+    total, dropped = sum(sizes.values()), 0
+    for body, size in sizes.items():
         if total <= max_bytes:
             break
         body.path.unlink(missing_ok=True)

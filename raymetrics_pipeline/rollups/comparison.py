@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from raymetrics_pipeline.common import markdown
+
+if TYPE_CHECKING:
+    import duckdb
 
 MAX_SESSIONS = 8  # the newest ones; more lines stop being readable
 MAX_RUNS_SHOWN = 20  # per entrypoint, the newest
@@ -113,6 +115,7 @@ def render_chart(over_time: list[dict], failed: list[dict], runs: list[dict]) ->
     matplotlib.use("Agg")  # no display: render straight to PNG
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+    from PIL import Image
 
     figure, axes = plt.subplots(2, 2, figsize=(14, 8), dpi=80)
     (cpu_axis, memory_axis), (failed_axis, runs_axis) = axes
@@ -147,10 +150,15 @@ def render_chart(over_time: list[dict], failed: list[dict], runs: list[dict]) ->
         else:
             axis.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axis.transAxes)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    drawn = io.BytesIO()
+    figure.savefig(drawn, format="png")
     plt.close(figure)
-    return buffer.getvalue()
+    # A few flat colours: a 256-colour palette keeps the chart as it looks at 2.5 times fewer bytes, and the
+    # chart is stored with every materialization's metadata (twice: in the materialization and its output).
+    palette = Image.open(drawn).convert("RGB").quantize(256)
+    small = io.BytesIO()
+    palette.save(small, format="png", optimize=True)
+    return small.getvalue()
 
 
 _SESSION_COLUMNS = {

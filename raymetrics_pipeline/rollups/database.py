@@ -13,9 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import duckdb
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from raymetrics_pipeline.rayapi.models import RayJob, TaskSummary
 from raymetrics_pipeline.rollups.tables import (
@@ -28,6 +26,9 @@ from raymetrics_pipeline.rollups.tables import (
     Window,
 )
 
+if TYPE_CHECKING:  # DuckDB loads when a rollup is written or read: scrape runs load this module and never do
+    import duckdb
+
 # Sessions still reporting this recently are summarised again on every refresh; older ones keep
 # their summary even after rollup retention has deleted their minutes.
 ACTIVE_WITHIN = timedelta(days=2)
@@ -38,13 +39,21 @@ class RollupsLocked(Exception):
     """Another process kept the rollups file locked for longer than we could wait."""
 
 
+def connect(path: str) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    return duckdb.connect(path)
+
+
 def wait_until_unlocked(path: str, wait_seconds: float, on_wait: Callable[[str], None]) -> None:
     """Return once ``path`` can be opened for writing; while another process holds it, wait and say who."""
+    import duckdb
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline, delay = time.monotonic() + wait_seconds, 1.0
     while True:
         try:
-            duckdb.connect(path).close()
+            connect(path).close()
             return
         except duckdb.IOException as error:
             match = _LOCK_HOLDER_RE.search(str(error))
@@ -114,6 +123,8 @@ def replace_window(
     connection: duckdb.DuckDBPyConnection, window: Window, pulled: dict[str, list[dict]]
 ) -> WindowWritten:
     """Delete the window's minutes from every minute table and insert the pulled ones, in one transaction."""
+    import pyarrow as pa
+
     staged = {
         table.name: pa.table({c.name: [row.get(c.name) for row in pulled[table.name]] for c in table.pulled})
         for table in MINUTE_TABLES

@@ -15,6 +15,7 @@ from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.encode import JSON, encode_protobuf
+from raymetrics_pipeline.parseable import spool as spool_module
 from raymetrics_pipeline.parseable.spool import Spool
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
@@ -108,6 +109,23 @@ def test_the_spool_is_bounded_oldest_first(tmp_path):
     remaining = spool.pending()
     assert sum(dropped) == len(bodies) - len(remaining) and remaining
     assert remaining[-1].read() == bodies[-1]
+
+
+def test_a_body_another_run_took_or_dropped_is_skipped_not_an_error(tmp_path):
+    # Scrape shards share one spool: a body listed by one run may be resent or dropped by another before
+    # this run stats or claims it.
+    spool = Spool(tmp_path / "spool")
+    spool.put(b"first", JSON)
+    listed = spool.pending()
+    assert spool.claim(listed[0]) == b"first"  # now marked as being sent, not pending
+    assert spool.claim(listed[0]) is None
+    assert spool.depth(0).bodies == 0
+    spool.put(b"second", JSON)
+    spool.put(b"third", JSON)
+    stale_listing = spool.pending()
+    stale_listing[0].path.unlink()  # taken by another run after this one listed the spool
+    assert spool_module._drop_oldest(stale_listing, 0) == 1  # only "third" was still there to drop
+    assert spool.pending() == []
 
 
 def test_refused_bodies_are_kept_for_a_look_but_bounded_and_the_drops_counted(tmp_path, parseable):
