@@ -13,9 +13,9 @@ from raymetrics_pipeline.ingest.health import PREFIX, TARGET_ATTRIBUTE, UP
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend
+from raymetrics_pipeline.parseable import spool as spool_module
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.encode import JSON, encode_protobuf
-from raymetrics_pipeline.parseable import spool as spool_module
 from raymetrics_pipeline.parseable.spool import Spool
 from raymetrics_pipeline_tests.exporters import Exporter
 from raymetrics_pipeline_tests.parseable_double import ParseableDouble
