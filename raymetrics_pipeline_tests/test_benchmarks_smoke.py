@@ -36,7 +36,7 @@ def smoke(script: str, *arguments: str, timeout: float = 240) -> str:
 
 
 def test_large_target_smoke_delivers_every_point_of_a_large_answer():
-    output = smoke("large_target.py", "--series", "20000", "--cycles", "1")
+    output = smoke("large_target.py", "--series", "200000", "--cycles", "1")
     delivered, expected = re.search(r"delivered so far ([\d,]+) of ([\d,]+) points", output).groups()
     assert delivered == expected != "0", output
     assert "streamed / baseline: peak RSS" in output
@@ -59,3 +59,15 @@ def test_scrape_lane_smoke_scrapes_a_real_ray_head_under_dagster_dev():
     gaps = re.search(r"scrape start-to-start gaps: (\d+), median ([\d.]+) s", output)
     assert gaps and int(gaps.group(1)) > 0 and 14 < float(gaps.group(2)) < 16, output
     assert "scrape_and_ship: 1 runs" in output
+
+
+def test_encode_throughput_smoke_prints_every_figure_and_ratio():
+    output = smoke("encode_throughput.py", "--smoke")
+    assert re.search(r"baseline \(.+\)\s+[\d,]+ samples/s", output), output
+    for variant in (
+        "OTLP/JSON + gzip, steady state",
+        "OTLP/JSON + zstd, steady state",
+        "OTLP/protobuf + gzip, steady state",
+        "OTLP/JSON + gzip, a run's first cycle",
+    ):
+        assert re.search(rf"{re.escape(variant)}\s+[\d,]+ samples/s\s+[\d.]+x baseline", output), output
