@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 METRIC_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 
@@ -52,14 +53,16 @@ class LabelSet:
     """A series' label names and values, in exposition order; iterates as ``(name, value)`` pairs.
 
     Names and values are kept as two tuples because every series of a family shares one
-    names tuple: converting and encoding then work per layout, not per label.
+    names tuple: converting and encoding then work per layout, not per label. The hash is
+    computed once: label sets are kept from one parse to the next and counted in sets.
     """
 
-    __slots__ = ("keys", "values")
+    __slots__ = ("keys", "values", "_hash")
 
     def __init__(self, keys: tuple[str, ...], values: tuple[str, ...]) -> None:
         self.keys = keys
         self.values = values
+        self._hash = hash((keys, values))
 
     def __iter__(self):
         return zip(self.keys, self.values, strict=True)
@@ -71,7 +74,7 @@ class LabelSet:
         return isinstance(other, LabelSet) and self.keys == other.keys and self.values == other.values
 
     def __hash__(self) -> int:
-        return hash((self.keys, self.values))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"LabelSet({tuple(self)!r})"
@@ -80,8 +83,9 @@ class LabelSet:
 NO_LABELS = LabelSet((), ())
 
 
-@dataclass(slots=True)
-class Sample:
+class Sample(NamedTuple):
+    """One sample line; a tuple, because a scrape makes tens of thousands and a tuple is the cheapest to make."""
+
     name: str
     labels: LabelSet
     value: float
@@ -183,8 +187,35 @@ def parse_labels(text: str) -> LabelSet:
     return LabelSet(keys, tuple(_unescape(v, _LABEL_ESCAPES, strict=True) if "\\" in v else v for _, v in pairs))
 
 
-def _cut_plain_label(text: str, name: str) -> tuple[str, str] | None:
-    """``text`` without its ``name="value"`` pair, and the value, when written plainly.
+# Label sets by the text they were read from, kept from one parse to the next: a run scrapes the same endpoints
+# every 15 s and their series hardly change, so from a run's second cycle on, label sets are looked up, not read.
+# Past this many texts (about 1 kB each with their label sets: a dozen Ray nodes' series) a cache starts over,
+# which bounds its memory and costs only its speed.
+_MAX_REMEMBERED_TEXTS = 10_000
+_labels_by_text: dict[str, LabelSet] = {}
+# A value's text, as it follows a label set (blanks included) → the value: most are a few small counts.
+_values_by_text: dict[str, float] = {}
+# A histogram bucket's (or summary quantile's) label text → its series' labels and its bound, by bound label.
+_cuts_by_text: dict[str, dict[str, tuple[LabelSet, str | None]]] = {"le": {}, "quantile": {}}
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= _MAX_REMEMBERED_TEXTS:
+        cache.clear()
+    cache[key] = value
+
+
+def _labels(text: str) -> LabelSet:
+    """``parse_labels(text)``, remembered."""
+    labels = _labels_by_text.get(text)
+    if labels is None:
+        labels = parse_labels(text)
+        _remember(_labels_by_text, text, labels)
+    return labels
+
+
+def _plain_bound_span(text: str, name: str) -> tuple[int, int] | None:
+    """Where the value of ``name="value"`` starts and ends in ``text``, when written plainly.
 
     Without escapes, quotes alternate between opening and closing a value, so an even
     count of them before a match puts it at a label name, not inside a value.
@@ -205,29 +236,154 @@ def _cut_plain_label(text: str, name: str) -> tuple[str, str] | None:
         return None
     start = at + len(needle)
     end = text.find('"', start)
-    if end < 0:
-        return None
-    if at == 0:  # the comma after the pair goes with it, and so do blanks before that comma
-        return text[end + 1 :].lstrip(" \t").removeprefix(","), text[start:end]
-    return text[: at - 1] + text[end + 1 :], text[start:end]
+    return None if end < 0 else (start, end)
 
 
-def _labels_and_bound(text: str, bound_name: str, labels_by_text: dict[str, LabelSet]) -> tuple[LabelSet, str | None]:
-    cut = None if "\\" in text else _cut_plain_label(text, bound_name)
-    if cut is not None:
-        series_text, bound = cut
-        labels = labels_by_text.get(series_text)
-        if labels is None:
-            labels = labels_by_text[series_text] = parse_labels(series_text)
+def _labels_and_bound(text: str, bound_name: str) -> tuple[LabelSet, str | None, tuple[int, int] | None]:
+    """The series' labels, the bound label's value, and where that value sits in ``text`` if written plainly."""
+    span = None if "\\" in text else _plain_bound_span(text, bound_name)
+    if span is not None:
+        start, end = span
+        if start == len(bound_name) + 2:  # the comma after the pair goes with it, and so do blanks before it
+            series_text = text[end + 1 :].lstrip(" \t").removeprefix(",")
+        else:
+            series_text = text[: start - len(bound_name) - 3] + text[end + 1 :]
+        labels = _labels(series_text)
         if bound_name in labels.keys:
             raise _LineError("duplicate label name")
-        return labels, bound
+        return labels, text[start:end], span
     labels = parse_labels(text)
     if bound_name not in labels.keys:
-        return labels, None
+        return labels, None, None
     index = labels.keys.index(bound_name)
     keys, values = labels.keys, labels.values
-    return LabelSet(keys[:index] + keys[index + 1 :], values[:index] + values[index + 1 :]), values[index]
+    return LabelSet(keys[:index] + keys[index + 1 :], values[:index] + values[index + 1 :]), values[index], None
+
+
+class _Reader:
+    """What one ``parse`` call has learnt so far: its families, and where each sample name's samples go."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, MetricFamily] = {}
+        # Sample name → the samples of the family that owns it, and the label that tells that family's samples
+        # of one series apart (a histogram's ``le``, a summary's ``quantile``), if any.
+        self.routes: dict[str, tuple[list[Sample], str | None]] = {}
+
+    def family(self, name: str) -> MetricFamily:
+        found = self.families.get(name)
+        if found is None:
+            found = self.families[name] = MetricFamily(name)
+        return found
+
+    def add(self, sample: Sample) -> None:
+        route = self.routes.get(sample.name)
+        if route is None:  # a sample name no # TYPE line declared: a family of its own
+            route = self.routes[sample.name] = (self.family(sample.name).samples, None)
+        route[0].append(sample)
+
+    def read_line(self, line: str, line_no: int) -> Sample | None:
+        """Any line, in full generality: None for a blank or comment line; raises ``_LineError``."""
+        if not line or line.isspace():
+            return None
+        if line[0] in " \t":
+            line = line.lstrip(" \t")
+        if line[0] == "#":
+            self.read_comment(line)
+            return None
+        brace = line.find("{")
+        bound = None
+        if brace < 0:
+            name, *value_parts = line.split()
+            labels = NO_LABELS
+        else:
+            close = line.rfind("}")
+            if close < brace:
+                raise _LineError("unclosed label set")
+            name = line[:brace].rstrip(" \t")
+            label_text = line[brace + 1 : close]
+            route = self.routes.get(name)
+            if route is not None and route[1] is not None:
+                labels, bound, _ = _labels_and_bound(label_text, route[1])
+            else:
+                labels = _labels(label_text)
+            value_parts = line[close + 1 :].split()
+        if name not in self.routes and not _NAME_RE.fullmatch(name):
+            raise _LineError(f"invalid metric name {_quoted(name)}")
+        if len(value_parts) == 1:
+            timestamp_ms = None
+        elif len(value_parts) == 2 and _TIMESTAMP_RE.fullmatch(value_parts[1]):
+            timestamp_ms = _timestamp_ms(value_parts[1])
+        else:
+            raise _LineError("expected a value and an optional integer timestamp in milliseconds")
+        try:
+            value = float(value_parts[0])
+        except ValueError:
+            value = None
+        if value is None or "_" in value_parts[0]:  # Go's ParseFloat takes no "1_000"
+            raise _LineError(f"invalid value {_quoted(value_parts[0])}")
+        return Sample(name, labels, value, timestamp_ms, line_no, bound)
+
+    def read_comment(self, line: str) -> None:
+        """A line starting with ``#``."""
+        comment = _comments_by_line.get(line)
+        if comment is None:
+            comment = _read_comment(line)
+            _remember(_comments_by_line, line, comment)
+        if comment is _ORDINARY_COMMENT:
+            return
+        keyword, name, text, owned, problem = comment
+        target = self.families.get(name)
+        if target is None:
+            target = self.families[name] = MetricFamily(name)
+        if problem:
+            raise _LineError(problem)
+        if keyword == "HELP":
+            target.help = text
+            return
+        if target.samples:
+            raise _LineError(f"# TYPE for {_quoted(name)} after its samples")
+        target.type = text
+        for sample_name, bound_name in owned:
+            route = self.routes.setdefault(sample_name, (target.samples, None))  # another family's stays its
+            if bound_name is not None and route[0] is target.samples:
+                self.routes[sample_name] = (target.samples, bound_name)
+
+
+_ORDINARY_COMMENT = ()
+# Comment lines as read, kept from one parse to the next like label texts: a target's # HELP and # TYPE lines are
+# the same in every scrape.
+_comments_by_line: dict[str, tuple] = {}
+
+
+def forget_remembered() -> None:
+    """Empty what parsing keeps from one call to the next, as a new process finds it (to measure a run's first
+    cycle, or to test that what is remembered changes nothing)."""
+    for cache in (_key_layouts, _labels_by_text, _values_by_text, *_cuts_by_text.values(), _comments_by_line):
+        cache.clear()
+
+
+def _read_comment(line: str) -> tuple:
+    """A ``# HELP`` line as ("HELP", family name, help text, (), None), a ``# TYPE`` line as ("TYPE", family name,
+    type, the sample names the family owns with their bound label or None, what is wrong with the type or None),
+    any other comment as ``_ORDINARY_COMMENT``."""
+    parts = line.split(None, 3)
+    if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
+        return _ORDINARY_COMMENT
+    keyword, name = parts[1], parts[2]
+    if not _NAME_RE.fullmatch(name):
+        raise _LineError(f"invalid metric name {_quoted(name)} in # {keyword}")
+    rest = parts[3].rstrip("\r") if len(parts) > 3 else ""
+    if keyword == "HELP":
+        return keyword, name, _unescape(rest, _HELP_ESCAPES, strict=False) if "\\" in rest else rest, (), None
+    metric_type = rest.strip()
+    if metric_type not in METRIC_TYPES:
+        problem = f"unknown metric type {_quoted(metric_type)} (expected one of {sorted(METRIC_TYPES)})"
+        return keyword, name, metric_type, (), problem
+    bound_suffix, bound_name = _BOUND_LABEL_SUFFIXES.get(metric_type, (None, None))
+    owned = tuple(
+        (name + suffix, bound_name if suffix == bound_suffix else None) for suffix in _OWNED_SUFFIXES[metric_type]
+    )
+    return keyword, name, metric_type, owned, None
 
 
 def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> Exposition:
@@ -236,20 +392,18 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
 
     Past ``deadline`` (a ``time.monotonic()`` value) parsing stops, keeping the samples read so
     far and reporting where it stopped, so one huge or slow answer cannot cost the cycle.
-    """
-    families: dict[str, MetricFamily] = {}
-    owner_of_sample_name: dict[str, MetricFamily] = {}
-    bound_label_of_sample_name: dict[str, str] = {}
-    # Histogram _sum/_count lines and some other series repeat a label text within a scrape.
-    labels_by_text: dict[str, LabelSet] = {}
-    errors: list[ParseError] = []
-    sample_count = 0
 
-    def family(name: str) -> MetricFamily:
-        found = families.get(name)
-        if found is None:
-            found = families[name] = MetricFamily(name)
-        return found
+    Sample lines of known names, written ``name{labels} value`` as exporters write them, are read
+    here with a few string operations; any other line (comments, blanks, escapes, timestamps,
+    errors, new names) goes to ``_Reader.read_line``, which reads it as it reads every line.
+    """
+    reader = _Reader()
+    routes = reader.routes
+    errors: list[ParseError] = []
+    # The last histogram bucket (or summary quantile) line cut plainly, as the label text before and after
+    # its bound: the next lines of the series differ only in the bound, so they need no cutting.
+    cut_bound_name = cut_prefix = cut_suffix = cut_labels = None
+    cut_length = 0
 
     complete = True
     lines = text.split("\n")
@@ -261,57 +415,62 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
             break
         chunk = lines[first : first + _LINES_PER_DEADLINE_CHECK]
         for line_no, line in enumerate(chunk, start=first + first_line_no):
-            if not line or line.isspace():
-                continue
-            if line[0] in " \t":
-                line = line.lstrip(" \t")
             try:
-                if line[0] == "#":
-                    _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name)
+                # The first "{" and the last "}", as read_line finds them.
+                name, _, rest = line.partition("{")
+                route = routes.get(name)
+                value = None
+                if route is not None:
+                    label_text, close, tail = rest.rpartition("}")
+                    if close:
+                        value = _values_by_text.get(tail)
+                        if value is None and "_" not in tail:
+                            try:
+                                value = float(tail)  # takes what str.split() would leave of the tail, or fails
+                            except ValueError:
+                                pass
+                            else:
+                                _remember(_values_by_text, tail, value)
+                if value is None:
+                    if line[:1] == "#":
+                        reader.read_comment(line)
+                    elif (sample := reader.read_line(line, line_no)) is not None:
+                        reader.add(sample)
                     continue
-                brace = line.find("{")
+                samples, bound_name = route
                 bound = None
-                if brace < 0:
-                    name, *value_parts = line.split()
-                    labels = NO_LABELS
+                if bound_name is None:
+                    labels = _labels_by_text.get(label_text)
+                    if labels is None:
+                        labels = _labels(label_text)
+                elif cut := _cuts_by_text[bound_name].get(label_text):
+                    labels, bound = cut
                 else:
-                    close = line.rfind("}")
-                    if close < brace:
-                        raise _LineError("unclosed label set")
-                    name = line[:brace].rstrip(" \t")
-                    label_text = line[brace + 1 : close]
-                    bound_name = bound_label_of_sample_name.get(name)
-                    if bound_name is not None:
-                        labels, bound = _labels_and_bound(label_text, bound_name, labels_by_text)
+                    if (
+                        bound_name is cut_bound_name
+                        and len(label_text) >= cut_length
+                        and label_text.startswith(cut_prefix)
+                        and label_text.endswith(cut_suffix)
+                        and '"' not in (bound := label_text[len(cut_prefix) : len(label_text) - len(cut_suffix)])
+                        and "\\" not in bound
+                    ):
+                        labels = cut_labels
                     else:
-                        labels = labels_by_text.get(label_text)
-                        if labels is None:
-                            labels = labels_by_text[label_text] = parse_labels(label_text)
-                    value_parts = line[close + 1 :].split()
-                if name not in owner_of_sample_name and not _NAME_RE.fullmatch(name):
-                    raise _LineError(f"invalid metric name {_quoted(name)}")
-                if len(value_parts) == 1:
-                    timestamp_ms = None
-                elif len(value_parts) == 2 and _TIMESTAMP_RE.fullmatch(value_parts[1]):
-                    timestamp_ms = _timestamp_ms(value_parts[1])
-                else:
-                    raise _LineError("expected a value and an optional integer timestamp in milliseconds")
-                try:
-                    value = float(value_parts[0])
-                except ValueError:
-                    value = None
-                if value is None or "_" in value_parts[0]:  # Go's ParseFloat takes no "1_000"
-                    raise _LineError(f"invalid value {_quoted(value_parts[0])}")
+                        labels, bound, span = _labels_and_bound(label_text, bound_name)
+                        if span is not None:
+                            cut_bound_name, cut_labels = bound_name, labels
+                            cut_prefix, cut_suffix = label_text[: span[0]], label_text[span[1] :]
+                            cut_length = len(cut_prefix) + len(cut_suffix)
+                    _remember(_cuts_by_text[bound_name], label_text, (labels, bound))
+                samples.append(_new_tuple(Sample, (name, labels, value, None, line_no, bound)))
             except _LineError as error:
-                errors.append(ParseError(line_no, str(error), line[:300]))
-                continue
-            owner = owner_of_sample_name.get(name)
-            if owner is None:
-                owner = owner_of_sample_name[name] = family(name)
-            owner.samples.append(Sample(name, labels, value, timestamp_ms, line_no, bound))
-            sample_count += 1
+                errors.append(ParseError(line_no, str(error), line.lstrip(" \t")[:300]))
 
-    return Exposition([f for f in families.values() if f.samples], errors, sample_count, complete)
+    families = [family for family in reader.families.values() if family.samples]
+    return Exposition(families, errors, sum(len(family.samples) for family in families), complete)
+
+
+_new_tuple = tuple.__new__  # makes a Sample from a tuple without a Python-level __new__
 
 
 def _timestamp_ms(text: str) -> int:
@@ -442,29 +601,3 @@ def _family(name: str | None, types: dict[str, _Comment]) -> str | None:
         if base != name and base in types and suffix in _OWNED_SUFFIXES.get(types[base].type, ()):
             return base
     return name
-
-
-def _parse_comment(line, family, owner_of_sample_name, bound_label_of_sample_name) -> None:
-    parts = line.split(None, 3)
-    if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
-        return  # an ordinary comment
-    keyword, name = parts[1], parts[2]
-    if not _NAME_RE.fullmatch(name):
-        raise _LineError(f"invalid metric name {_quoted(name)} in # {keyword}")
-    rest = parts[3].rstrip("\r") if len(parts) > 3 else ""
-    target = family(name)
-    if keyword == "HELP":
-        target.help = _unescape(rest, _HELP_ESCAPES, strict=False) if "\\" in rest else rest
-        return
-    metric_type = rest.strip()
-    if metric_type not in METRIC_TYPES:
-        raise _LineError(f"unknown metric type {_quoted(metric_type)} (expected one of {sorted(METRIC_TYPES)})")
-    if target.samples:
-        raise _LineError(f"# TYPE for {_quoted(name)} after its samples")
-    target.type = metric_type
-    for suffix in _OWNED_SUFFIXES[metric_type]:
-        owner_of_sample_name.setdefault(name + suffix, target)
-    if metric_type in _BOUND_LABEL_SUFFIXES:
-        suffix, bound_name = _BOUND_LABEL_SUFFIXES[metric_type]
-        if owner_of_sample_name[name + suffix] is target:
-            bound_label_of_sample_name[name + suffix] = bound_name
