@@ -40,7 +40,7 @@ def _utc(text: str) -> datetime:
 
 FRESHNESS_CHECK = "raymetrics_is_fresh"
 RUN_ROLLUPS = (
-    "refresh_rollups fills them every 5 minutes (rollups_schedule) once scrape runs have delivered metrics; to "
+    "refresh_rollups fills them every 10 minutes (rollups_schedule) once scrape runs have delivered metrics; to "
     "fill them now, launch refresh_rollups for the current hour (UI: Jobs → refresh_rollups → Materialize, pick "
     "the hour), then refresh_reports."
 )

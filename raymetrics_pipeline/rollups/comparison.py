@@ -23,7 +23,7 @@ MAX_SESSIONS = 8  # the newest ones; more lines stop being readable
 MAX_RUNS_SHOWN = 20  # per entrypoint, the newest
 NOTHING_YET = (
     "Nothing rolled up yet: session_summary holds no Ray session. The minute rollups are filled by "
-    "refresh_rollups every 5 minutes (rollups_schedule) once scrape runs have delivered metrics, and this "
+    "refresh_rollups every 10 minutes (rollups_schedule) once scrape runs have delivered metrics, and this "
     "comparison by the next refresh_reports. To see it now, launch refresh_rollups for the current hour "
     "(UI: Jobs → refresh_rollups → Materialize, pick the hour), then refresh_reports."
 )
