@@ -200,7 +200,7 @@ def main() -> None:
             dagster_growth = dagster_bytes(home) - dagster_before
             rows_after, rollups_bytes = rollup_rows(rollups)
             pipeline_growth = (rows_after - rows_before) * rollups_bytes / max(rows_after, 1)  # bytes a row
-            rollups_file = rollups.stat().st_size
+            rollups_file = rollups.stat().st_size if rollups.exists() else 0  # none yet in a smoke run
             store_growth = compacted_bytes(store) - compacted_before
             parts_after = sizes_by_part(home)
         finally:
