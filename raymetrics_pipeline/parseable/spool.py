@@ -46,9 +46,6 @@ class SpooledBody:
     path: Path
     content_type: str
 
-    def read(self) -> bytes:
-        return gzip.decompress(self.path.read_bytes())
-
     @property
     def sending(self) -> Path:
         return self.path.with_name(self.path.name + SENDING_SUFFIX)

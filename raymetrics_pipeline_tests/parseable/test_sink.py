@@ -108,7 +108,7 @@ def test_the_spool_is_bounded_oldest_first(tmp_path):
     dropped = [spool.put(body, JSON) for body in bodies]
     remaining = spool.pending()
     assert sum(dropped) == len(bodies) - len(remaining) and remaining
-    assert remaining[-1].read() == bodies[-1]
+    assert spool.claim(remaining[-1]) == bodies[-1]
 
 
 def test_a_body_another_run_took_or_dropped_is_skipped_not_an_error(tmp_path):
