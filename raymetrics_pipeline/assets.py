@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from raymetrics_pipeline.metadata import metadata_from
+from raymetrics_pipeline.metadata import materialized, metadata_from
 from raymetrics_pipeline.rayapi.client import DashboardNotFound, RayApiError, RayDashboard
 from raymetrics_pipeline.resources import (
     INGESTION_FRESHNESS_MINUTES,
@@ -160,9 +160,9 @@ def minute_rollups(context: dg.AssetExecutionContext, backend: MetricsBackendRes
                 written.append(replace_window(connection, window, pulled))
     minutes = [minute for w in written for minute in (w.first_minute, w.last_minute) if minute]
     for table in MINUTE_TABLES:
-        yield dg.MaterializeResult(
-            asset_key=table.name,
-            metadata={
+        yield materialized(
+            context,
+            {
                 "dagster/row_count": sum(w.rows[table.name] for w in written),
                 "hours": len(windows),
                 "sample_time_from": windows[0].start.isoformat(),
@@ -174,6 +174,7 @@ def minute_rollups(context: dg.AssetExecutionContext, backend: MetricsBackendRes
                 "query_seconds": round(pull_seconds, 3),
                 "database": rollups_db.database,
             },
+            table.name,
         )
 
 
@@ -183,9 +184,8 @@ def summaries(context: dg.AssetExecutionContext, rollups_db: RollupsDatabase):
     with rollups_db.writer(context.log) as connection:
         written = refresh_summaries(connection, datetime.now(UTC))
     for table in SUMMARY_TABLES:
-        yield dg.MaterializeResult(
-            asset_key=table.name,
-            metadata={"dagster/row_count": written.rows[table.name], **metadata_from(written)},
+        yield materialized(
+            context, {"dagster/row_count": written.rows[table.name], **metadata_from(written)}, table.name
         )
 
 
@@ -198,7 +198,7 @@ def ray_jobs(context: dg.AssetExecutionContext, ray_metrics: RayMetricsSource, r
     except DashboardNotFound as error:
         context.log.warning(str(error))
         for table in RAY_API_TABLES:
-            yield dg.MaterializeResult(asset_key=table.name, metadata={"dashboard": "not found", "why": str(error)})
+            yield materialized(context, {"dashboard": "not found", "why": str(error)}, table.name)
         return
     cluster_id, now = ray_metrics.cluster_id(), datetime.now(UTC)
     try:
@@ -216,10 +216,7 @@ def ray_jobs(context: dg.AssetExecutionContext, ray_metrics: RayMetricsSource, r
         if not summary.complete:
             context.log.warning(f"Ray holds only part of job {summary.job_id}'s tasks: {summary.warning}")
     for table in RAY_API_TABLES:
-        yield dg.MaterializeResult(
-            asset_key=table.name,
-            metadata={"dashboard": url, "session_name": session, **metadata_from(recorded)},
-        )
+        yield materialized(context, {"dashboard": url, "session_name": session, **metadata_from(recorded)}, table.name)
 
 
 @dg.asset(
@@ -241,11 +238,12 @@ def ray_run_comparison(
     chart.write_bytes(result.png)
     if not result.sessions:
         context.log.warning(result.markdown)
-    return dg.MaterializeResult(
-        metadata={
+    return materialized(
+        context,
+        {
             "comparison": dg.MetadataValue.md(result.markdown),
             "chart": dg.MetadataValue.path(str(chart)),
             "sessions": dg.MetadataValue.json([row["session_name"] for row in result.sessions]),
             "jobs": len(result.jobs),
-        }
+        },
     )

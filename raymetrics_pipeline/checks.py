@@ -1,10 +1,13 @@
 """Asset checks: are metrics still arriving, are the rollups fresh and whole, is anything under pressure.
 
 ``raymetrics_is_fresh`` is evaluated two ways, so the UI always shows a verdict on the latest
-materialization of ``raymetrics``: every scrape cycle that delivers records one, judged from what
-it delivered (``delivery_freshness``), and the reports schedule runs the check itself, which reads
-the newest Ray sample in the dataset and so fails once data stops arriving (no scrape cycle then
-materializes the asset, and the scheduled evaluation is the one shown).
+materialization of ``raymetrics``. A scrape run records one judged from what a cycle delivered
+(``delivery_freshness``): Dagster keeps one evaluation of a check per run, shows the newest run's,
+and counts it for every materialization of that run, so the run records it on its first cycle and
+again only when it changes. While no scrape run is in flight, the reports schedule runs the check
+itself, which reads the newest Ray sample in the dataset and so fails once data stops arriving (no
+scrape cycle then materializes the asset, and the scheduled evaluation is the one shown); it leaves
+the check out while one is, as its newer evaluation would hide the run's.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -50,8 +53,8 @@ RUN_ROLLUPS = (
     asset=RAYMETRICS_ASSET_KEY,
     name=FRESHNESS_CHECK,
     description="The newest Ray sample in the dataset is at most RollupSettings.ingestion_freshness_minutes old "
-    "(default 2), read with a window that ends in the future so the current minute counts. Every scrape cycle that "
-    "delivers also records this check, judged from the samples it delivered.",
+    "(default 2), read with a window that ends in the future so the current minute counts. Scrape runs also record "
+    "this check, judged from the samples a cycle delivered: on their first cycle and when the verdict changes.",
 )
 def raymetrics_is_fresh(
     context: dg.AssetCheckExecutionContext, backend: MetricsBackendResource, rollup_settings: RollupSettings
@@ -105,7 +108,7 @@ def delivery_freshness(newest_sample: datetime | None, data_points: int, locatio
     metadata = {
         "dataset": location,
         "threshold_minutes": INGESTION_FRESHNESS_MINUTES,
-        "judged_by": "the Ray samples this scrape cycle delivered",
+        "judged_by": "the Ray samples a scrape cycle delivered; stands for the run's later cycles until it changes",
         "data_points": data_points,
     }
     if newest_sample is None or not data_points:

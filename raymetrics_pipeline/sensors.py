@@ -20,8 +20,13 @@ PROBE_TIMEOUT_SECONDS = 0.5
 # being sent or Parseable is slow to answer (parseable/sink.py, client.py). A run "in flight" that has recorded
 # nothing for longer has died (e.g. `kill -9`) without Dagster noticing, and must not block scraping forever.
 STALE_RUN_SECONDS = 300
-# The sensor's runs keep scraping (jobs.ScrapeConfig) until an hour has passed or a cycle fails.
-KEEP_SCRAPING = {"ops": {"scrape_and_ship_metrics": {"config": {"cycles": 0}}}}
+# The sensor's runs keep scraping (jobs.ScrapeConfig) until an hour has passed or a cycle fails. Their console
+# (the run's captured stderr) leaves out Dagster's DEBUG line for each event, about 4 MB a day of text that
+# repeats the event log; warnings and the pipeline's own messages stay.
+KEEP_SCRAPING = {
+    "ops": {"scrape_and_ship_metrics": {"config": {"cycles": 0}}},
+    "loggers": {"console": {"config": {"log_level": "INFO"}}},
+}
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

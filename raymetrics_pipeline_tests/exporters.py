@@ -2,14 +2,22 @@
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Exporter:
-    """Serves ``/metrics``; ``behaviour`` picks how: ok, error, drip (never finishes in time)."""
+    """Serves ``/metrics``; ``behaviour`` picks how: ok, error, drip (never finishes in time). ``body_for_hit``, if
+    given, makes the body of each request from its number (1 for the first)."""
 
-    def __init__(self, body: str = "", behaviour: str = "ok", status: int = 200) -> None:
-        self.body, self.behaviour, self.status = body, behaviour, status
+    def __init__(
+        self,
+        body: str = "",
+        behaviour: str = "ok",
+        status: int = 200,
+        body_for_hit: Callable[[int], str] | None = None,
+    ) -> None:
+        self.body, self.behaviour, self.status, self.body_for_hit = body, behaviour, status, body_for_hit
         self.hits = 0
         exporter = self
 
@@ -19,7 +27,8 @@ class Exporter:
 
             def do_GET(self) -> None:
                 exporter.hits += 1
-                payload = exporter.body.encode()
+                body = exporter.body_for_hit(exporter.hits) if exporter.body_for_hit else exporter.body
+                payload = body.encode()
                 self.send_response(exporter.status)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(payload) if exporter.behaviour != "drip" else 10_000))

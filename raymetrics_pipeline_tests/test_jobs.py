@@ -79,7 +79,8 @@ def test_a_run_from_the_sensor_records_every_cycle_until_its_time_is_up(instance
     cycles = step_metadata(result)["cycles"]
     materializations = result.asset_materializations_for_node("scrape_and_ship_metrics")
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert result.success and 3 <= cycles <= 6 and len(materializations) == len(checks) == cycles
+    assert result.success and 3 <= cycles <= 6 and len(materializations) == cycles
+    assert len(checks) == 1, "the first cycle's freshness verdict stands for the run's later ones"
     assert scrapes == cycles, "each cycle scraped anew"
 
 
@@ -121,8 +122,7 @@ def test_a_run_ships_and_records_what_it_did(instance, tmp_path):
     ray_rows = [row for row in rows if not row["metric_name"].startswith("raymetrics_pipeline_")]
     assert metadata["data_points"] == len(ray_rows) and metadata["http_statuses"] == [200]
     assert "HTTP 500" in metadata["per_target"]
-    output = next(e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT")
-    assert set(RECORDED) <= set(output.event_specific_data.metadata)
+    assert step_metadata(result) == {"cycles": 1}, "the figures are stored once, on the materialization"
     assert SECRET not in all_event_text(instance, result.run_id)
 
 

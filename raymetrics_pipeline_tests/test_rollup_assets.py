@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+import uuid
 from collections import defaultdict
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -272,25 +273,41 @@ def test_the_reports_schedule_redraws_the_comparison_every_third_run_and_checks_
         jobs=[refresh_reports],
         resources={"backend": backend, "ray_metrics": no_ray, **rollup_resources(tmp_path)},
     )
-    job = defs.resolve_job_def("refresh_reports")
     materialized = {}
     with dg.instance_for_test() as instance:
         for minute in range(2, 60, 10):
-            context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 9, minute, tzinfo=UTC))
-            request = refresh_reports_schedule(context)
-            if request.asset_selection is not None:
-                job = job.get_subset(
-                    asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
-                )
+            when = datetime(2026, 11, 30, 9, minute, tzinfo=UTC)
+            request = refresh_reports_schedule(dg.build_schedule_context(instance, scheduled_execution_time=when))
+            job = defs.resolve_job_def("refresh_reports").get_subset(
+                asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+            )
             result = job.execute_in_process(instance=instance)
             assert {e.check_name for e in result.get_asset_check_evaluations()} == {
                 key.name for c in REPORT_CHECKS for key in c.check_keys
             }
             materialized[minute] = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-            job = defs.resolve_job_def("refresh_reports")
     with_comparison = [minute for minute, names in materialized.items() if "ray_run_comparison" in names]
     assert with_comparison == [2, 32]
     assert all({"session_summary", "job_summary", "ray_jobs"} <= names for names in materialized.values())
+
+
+def test_the_reports_schedule_leaves_freshness_to_a_scrape_run_in_flight():
+    """The UI shows the newest run's evaluation of a check: the schedule's would hide the scrape run's verdict on
+    every materialization after it, for the rest of that run's hour."""
+    when = datetime(2026, 11, 30, 9, 12, tzinfo=UTC)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance, scheduled_execution_time=when) as context,
+    ):
+        assert raymetrics_is_fresh.check_key in refresh_reports_schedule(context).asset_check_keys
+        instance.add_run(
+            dg.DagsterRun(job_name="scrape_and_ship", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED)
+        )
+        request = refresh_reports_schedule(context)
+    assert raymetrics_is_fresh.check_key not in request.asset_check_keys
+    assert set(request.asset_check_keys) == {key for c in REPORT_CHECKS for key in c.check_keys} - {
+        raymetrics_is_fresh.check_key
+    }
 
 
 def test_rollup_partitions_start_a_week_back_at_midnight_utc():

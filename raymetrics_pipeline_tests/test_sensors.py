@@ -8,7 +8,7 @@ from contextlib import ExitStack
 import dagster as dg
 import pytest
 
-from raymetrics_pipeline.jobs import scrape_job
+from raymetrics_pipeline.jobs import scrape_and_ship, scrape_job
 from raymetrics_pipeline.resources import (
     LocalStoreResource,
     MetricsBackendResource,
@@ -74,7 +74,9 @@ def test_launches_a_scrape_with_a_key_per_15_second_window(instance, targets):
     window = int(time.time()) // 15 * 15
     assert request.run_key in (f"scrape-{window}", f"scrape-{window - 15}", f"scrape-{window + 15}")
     assert request.tags["raymetrics/targets"] == request.tags["raymetrics/targets_answering"] == "2"
-    assert request.run_config == {"ops": {"scrape_and_ship_metrics": {"config": {"cycles": 0}}}}, "keeps scraping"
+    assert request.run_config["ops"] == {"scrape_and_ship_metrics": {"config": {"cycles": 0}}}, "keeps scraping"
+    assert request.run_config["loggers"] == {"console": {"config": {"log_level": "INFO"}}}, "no DEBUG line an event"
+    assert dg.validate_run_config(scrape_and_ship, request.run_config)
     assert ray_metrics_sensor.minimum_interval_seconds == 15
     assert ray_metrics_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert ray_metrics_sensor.job_name == "scrape_and_ship"
