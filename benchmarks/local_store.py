@@ -27,7 +27,7 @@ from raymetrics_pipeline.dataset.query import MetricsQuery  # noqa: E402
 from raymetrics_pipeline.ingest import otlp  # noqa: E402
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics  # noqa: E402
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse  # noqa: E402
-from raymetrics_pipeline.localstore.rows import rows_table  # noqa: E402
+from raymetrics_pipeline.localstore.rows import stored_rows  # noqa: E402
 from raymetrics_pipeline.localstore.sql import LocalSql  # noqa: E402
 from raymetrics_pipeline.localstore.store import LocalStore  # noqa: E402
 from raymetrics_pipeline.parseable.connection import ParseableSettings  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, ParseableDouble() as parseable:
         store = LocalStore(folder)
         for received, scrapes in one_hour(options.cycles, start):
-            store.write(rows_table(scrapes, received), received)
+            store.write(stored_rows(scrapes, received), received)
             parseable.set_now(received)
             ship(parseable, scrapes)
         parseable_sql = ParseableSql(ParseableSettings(parseable.url, "admin", "admin").connect(60.0))

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from raymetrics_pipeline.ingest.health import TARGET_ATTRIBUTE, UP  # noqa: E402
+from raymetrics_pipeline.localstore.arrow import files_dataset  # noqa: E402
 from raymetrics_pipeline.localstore.store import LocalStore  # noqa: E402
 from raymetrics_pipeline_tests.ray_cluster import RayHead  # noqa: E402
 
@@ -140,7 +140,8 @@ def free_port() -> int:
 
 def scrape_gaps(store: Path) -> list[float]:
     """Seconds between consecutive scrapes of each target, from the rows the local store holds."""
-    table = ds.dataset(store, format="parquet").to_table(columns=["metric_name", TARGET_ATTRIBUTE, "time_unix_nano"])
+    columns = ["metric_name", TARGET_ATTRIBUTE, "time_unix_nano"]
+    table = files_dataset(LocalStore(store).files()).to_table(columns=columns)
     table = table.filter(pc.equal(table["metric_name"], UP))
     gaps = []
     for target in set(table[TARGET_ATTRIBUTE].to_pylist()):

@@ -140,7 +140,7 @@ class ParseableResource(MetricsBackendResource):
 
 
 class LocalStoreResource(MetricsBackendResource):
-    """The embedded default: Parquet files under ``data_dir/store``, kept ``retention_days``."""
+    """The embedded default: files under ``data_dir/store`` (hours compacted to Parquet), kept ``retention_days``."""
 
     kinds: ClassVar[set[str]] = {"parquet", "opentelemetry"}
     retention_days: float = 7.0

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 import pytest
 
 # What the UI's GraphQL (AssetCheck.executionForLatestMaterialization) uses to decide whether the latest
@@ -29,7 +28,7 @@ from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
 from raymetrics_pipeline.jobs import scrape_and_ship
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource, RollupSettings
 from raymetrics_pipeline.rollups.database import ensure_schema
@@ -46,7 +45,7 @@ def resources(tmp_path) -> dict:
 
 def write_sample(tmp_path, sampled: datetime, text: str = TEXT) -> None:
     scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(text), int(sampled.timestamp() * 1e9)).metrics)]
-    LocalStore(tmp_path / "store").write(rows_table(scrapes, sampled), sampled)
+    LocalStore(tmp_path / "store").write(stored_rows(scrapes, sampled), sampled)
 
 
 def run_checks(instance, tmp_path, *checks, **resource_overrides) -> dict[str, dg.AssetCheckEvaluation]:
@@ -232,10 +231,7 @@ def test_pressure_warns_naming_cluster_session_node_and_minute(instance, tmp_pat
 def test_missing_columns_fail_the_schema_check_before_anything_is_written(instance, tmp_path):
     sampled = NOW - timedelta(minutes=5)
     LocalStore(tmp_path / "store").write(
-        pa.table(
-            {"metric_name": ["ray_tasks"], "p_timestamp": pa.array([sampled.replace(tzinfo=None)], pa.timestamp("ms"))}
-        ),
-        sampled,
+        [{"metric_name": "ray_tasks", "p_timestamp": int(sampled.timestamp() * 1000)}], sampled
     )
     result = dg.materialize(
         [minute_rollups], partition_key=HOURLY.get_partition_key_for_timestamp(sampled.timestamp()),

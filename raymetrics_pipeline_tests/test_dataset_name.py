@@ -18,6 +18,7 @@ from raymetrics_pipeline.checks import (
     object_store_pressure,
     raymetrics_is_fresh,
 )
+from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.resources import RayMetricsSource
 from raymetrics_pipeline.schedules import refresh_reports, refresh_rollups
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources
@@ -83,7 +84,7 @@ def runs(tmp_path_factory):
                 )
         stored = {
             "parseable": parseable.rows(STREAM),
-            "local store": list((data_dir / "store" / STREAM).rglob("*.parquet")),
+            "local store": LocalStore(data_dir / "store", STREAM).files(),
         }
         with pytest.raises(KeyError):  # nothing went to the default dataset
             parseable.rows("raymetrics")

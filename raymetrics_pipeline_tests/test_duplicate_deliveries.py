@@ -22,7 +22,7 @@ from raymetrics_pipeline.ingest.cycle import convert
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS
 from raymetrics_pipeline.ingest.scrape import ScrapeResult
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.rollups.tables import ALL_TABLES, MINUTE_TABLES, SUMMARY_TABLES
 from raymetrics_pipeline_tests.backends import BACKENDS, local_backend, parseable_backend, rollup_resources, ship
@@ -59,7 +59,7 @@ def deliver(parseable: ParseableDouble, store: LocalStore, scrapes: list[Resourc
     """One delivery of a cycle's metrics to both backends, received at ``received``."""
     parseable.set_now(received)
     ship(parseable, scrapes)
-    store.write(rows_table(scrapes, received), received)
+    store.write(stored_rows(scrapes, received), received)
 
 
 def dataset_rows(resource, since: datetime) -> int:

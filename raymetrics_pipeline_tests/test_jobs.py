@@ -19,7 +19,7 @@ from raymetrics_pipeline.ingest.health import UP
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
 from raymetrics_pipeline.jobs import expire_rollups, maintain_storage, prune_old_runs, scrape_and_ship
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.resources import ParseableResource, RayMetricsSource
 from raymetrics_pipeline.rollups.database import ensure_schema
@@ -226,7 +226,7 @@ def test_local_store_maintenance_compacts_finished_hours_and_expires_old_ones(in
     scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(TEXT), 0).metrics)]
     expired, finished = now - timedelta(days=8), now - 3 * HOUR
     for received in (expired, finished, finished + timedelta(seconds=15), now):
-        store.write(rows_table(scrapes, received), received)
+        store.write(stored_rows(scrapes, received), received)
     result = maintain_storage.execute_in_process(resources={"backend": local_backend(tmp_path)}, instance=instance)
     metadata = step_metadata(result)
     assert (metadata["hours_compacted"], metadata["files_before"], metadata["files_after"]) == (1, 2, 1)

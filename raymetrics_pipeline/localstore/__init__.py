@@ -1,2 +1,3 @@
 """The embedded local store, the default without Parseable: the rows Parseable would keep, as
-Parquet files on disk, with their sink, their SQL (DataFusion) and their upkeep."""
+files on disk (a gzipped JSON file a scrape cycle, each hour compacted to Parquet), with their
+sink, their SQL (DataFusion) and their upkeep."""

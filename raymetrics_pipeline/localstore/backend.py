@@ -25,7 +25,7 @@ class StoreUpkeep:
 
 
 class LocalStoreBackend:
-    """The dataset ``stream`` as Parquet under ``root``, kept ``retention_days``."""
+    """The dataset ``stream`` as files under ``root`` (each hour compacted to Parquet), kept ``retention_days``."""
 
     def __init__(self, root: Path, stream: str, retention_days: float) -> None:
         self.store = LocalStore(root, stream)

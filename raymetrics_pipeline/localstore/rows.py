@@ -5,6 +5,9 @@ Parseable server and on disk: one row per data point, data-point attributes unde
 keys (``NodeAddress``, case kept), then the point's own fields, then the metric's, then the
 resource attributes (later writes win on a name clash, as in Parseable), numbers as Float64,
 times as millisecond timestamps, and the ``p_*`` columns of the request.
+
+Plain Python (rows as dicts, times as integer milliseconds): the scrape process writes them
+without PyArrow, whose import alone is about 50 MB; ``localstore/arrow.py`` types them.
 """
 
 from __future__ import annotations
@@ -14,41 +17,38 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-import pyarrow as pa
-
 from raymetrics_pipeline.common import USER_AGENT
 from raymetrics_pipeline.dataset.names import LOG_SOURCE, RECEIVED_AT, SERIES_HASH
 from raymetrics_pipeline.ingest.otlp import CUMULATIVE, HistogramPoint, Metric, ResourceMetrics, SummaryPoint
 
-TIMESTAMP = pa.timestamp("ms")
-# Types of every column that is not an attribute (attributes are strings).
-COLUMN_TYPES: dict[str, pa.DataType] = {
-    "metric_name": pa.string(),
-    "metric_description": pa.string(),
-    "metric_unit": pa.string(),
-    "metric_type": pa.string(),
-    "start_time_unix_nano": TIMESTAMP,
-    "time_unix_nano": TIMESTAMP,
-    "data_point_value": pa.float64(),
-    "data_point_flags": pa.float64(),
-    "data_point_flags_description": pa.string(),
-    "data_point_count": pa.float64(),
-    "data_point_sum": pa.float64(),
-    "data_point_bucket_counts": pa.list_(pa.int64()),
-    "data_point_explicit_bounds": pa.list_(pa.float64()),
-    "data_point_quantile_values_quantile": pa.list_(pa.float64()),
-    "data_point_quantile_values_value": pa.list_(pa.float64()),
-    "aggregation_temporality": pa.float64(),
-    "aggregation_temporality_description": pa.string(),
-    "is_monotonic": pa.bool_(),
-    "resource_dropped_attributes_count": pa.float64(),
-    "resource_schema_url": pa.string(),
-    "scope_schema_url": pa.string(),
-    SERIES_HASH: pa.uint64(),
-    RECEIVED_AT: TIMESTAMP,
-    "p_user_agent": pa.string(),
-    "p_src_ip": pa.string(),
-    "p_format": pa.string(),
+# The type of every column that is not an attribute (attributes are strings): "timestamp" is milliseconds.
+COLUMN_TYPES: dict[str, str] = {
+    "metric_name": "string",
+    "metric_description": "string",
+    "metric_unit": "string",
+    "metric_type": "string",
+    "start_time_unix_nano": "timestamp",
+    "time_unix_nano": "timestamp",
+    "data_point_value": "float64",
+    "data_point_flags": "float64",
+    "data_point_flags_description": "string",
+    "data_point_count": "float64",
+    "data_point_sum": "float64",
+    "data_point_bucket_counts": "list<int64>",
+    "data_point_explicit_bounds": "list<float64>",
+    "data_point_quantile_values_quantile": "list<float64>",
+    "data_point_quantile_values_value": "list<float64>",
+    "aggregation_temporality": "float64",
+    "aggregation_temporality_description": "string",
+    "is_monotonic": "bool",
+    "resource_dropped_attributes_count": "float64",
+    "resource_schema_url": "string",
+    "scope_schema_url": "string",
+    SERIES_HASH: "uint64",
+    RECEIVED_AT: "timestamp",
+    "p_user_agent": "string",
+    "p_src_ip": "string",
+    "p_format": "string",
 }
 _NO_FLAGS = {"data_point_flags": 0.0, "data_point_flags_description": "DO_NOT_USE"}
 _CUMULATIVE = {"aggregation_temporality": float(CUMULATIVE), "aggregation_temporality_description": "CUMULATIVE"}
@@ -86,16 +86,15 @@ def _series_hash(row: dict, attribute_keys: set[str]) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def rows_table(
+def stored_rows(
     scrapes: Sequence[ResourceMetrics],
     received: datetime,
     source_ip: str = "127.0.0.1",
-) -> pa.Table:
+) -> list[dict]:
     """Every data point of ``scrapes`` as one row, as Parseable would store the request received at ``received``."""
     received_ms = int(received.timestamp() * 1000)
     system = {RECEIVED_AT: received_ms, "p_user_agent": USER_AGENT, "p_src_ip": source_ip, "p_format": LOG_SOURCE}
     rows: list[dict] = []
-    attribute_keys: set[str] = set()
     for resource_attributes, metrics in scrapes:
         envelope = dict(zip(resource_attributes.keys, resource_attributes.values, strict=True))
         if resource_attributes:
@@ -114,11 +113,7 @@ def rows_table(
                 row.update(_point_fields(metric, point))
                 row.update(metric_fields)
                 row.update(envelope)
-                keys = {key for key in row if key not in COLUMN_TYPES}
-                attribute_keys |= keys
-                row[SERIES_HASH] = _series_hash(row, keys)
+                row[SERIES_HASH] = _series_hash(row, {key for key in row if key not in COLUMN_TYPES})
                 row.update(system)
                 rows.append(row)
-    present = attribute_keys.union(*rows) if rows else set()
-    schema = pa.schema(sorted((name, COLUMN_TYPES.get(name, pa.string())) for name in present))
-    return pa.Table.from_pylist(rows, schema=schema)
+    return rows

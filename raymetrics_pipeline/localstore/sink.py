@@ -1,4 +1,4 @@
-"""The local store's sink: a cycle's metrics as the rows Parseable would keep, one Parquet file per cycle."""
+"""The local store's sink: a cycle's metrics as the rows Parseable would keep, one file per cycle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from raymetrics_pipeline.ingest.cycle import stage
 from raymetrics_pipeline.ingest.health import Reporter
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.store import LocalStore
 
 
@@ -42,7 +42,7 @@ class LocalStoreSink:
         received = datetime.now(UTC)
         rows = sum(len(metric.points) for _, metrics in scrapes for metric in metrics)
         with stage("encode"):
-            table = rows_table([*scrapes, report({"delivery_rows_stored": rows})], received)
+            stored = stored_rows([*scrapes, report({"delivery_rows_stored": rows})], received)
         with stage("write"):
-            path = self.store.write(table, received)
-        return Stored(table.num_rows, path.stat().st_size)
+            path = self.store.write(stored, received)
+        return Stored(len(stored), path.stat().st_size)

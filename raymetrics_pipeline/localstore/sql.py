@@ -1,4 +1,4 @@
-"""SQL on the local store: DataFusion over its Parquet files, answering as Parseable would.
+"""SQL on the local store: DataFusion over its files, answering as Parseable would.
 
 DataFusion is the engine Parseable embeds, so the dialect is the same; the window on
 ``p_timestamp`` and the JSON rendering of results are applied here as Parseable applies them
@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.dataset as ds
 from datafusion import SessionContext
 
 from raymetrics_pipeline.dataset.names import RECEIVED_AT
 from raymetrics_pipeline.dataset.query import QueryError
-from raymetrics_pipeline.localstore.store import LocalStore, StoreEmpty, files_dataset, unified_schema
+from raymetrics_pipeline.localstore.arrow import ReadCache, files_dataset, unified_schema
+from raymetrics_pipeline.localstore.store import LocalStore, StoreEmpty
 
 _RETRIES_ON_VANISHED_FILE = 3
 
@@ -46,7 +46,7 @@ class LocalSql:
     def __init__(self, store: LocalStore) -> None:
         self.store = store
         self.stream, self.location = store.stream, store.location
-        self._schemas: dict[Path, pa.Schema] = {}  # a store file never changes once it has its name
+        self._read: ReadCache = {}
 
     def close(self) -> None:
         """Nothing to release: every query opens and drops its own DataFusion session."""
@@ -57,18 +57,18 @@ class LocalSql:
             files = self.store.files(start, end) or [self.store.newest_file()]
         except StoreEmpty as error:
             raise QueryError(str(error)) from None
-        for gone in set(self._schemas) - set(files):
-            del self._schemas[gone]
+        for gone in set(self._read) - set(files):
+            del self._read[gone]
         return files
 
     def columns(self, start: datetime, end: datetime) -> list[str]:
-        return unified_schema(self._files(start, end), self._schemas).names
+        return unified_schema(self._files(start, end), self._read).names
 
     def run(self, sql: str, start: datetime, end: datetime) -> list[dict]:
         retries = _RETRIES_ON_VANISHED_FILE
         while True:
             try:
-                return self._run(sql, files_dataset(self._files(start, end), self._schemas), start, end)
+                return self._run(sql, files_dataset(self._files(start, end), self._read), start, end)
             except FileNotFoundError:
                 # Compaction or retention replaced a file between listing and reading: list again.
                 if not retries:

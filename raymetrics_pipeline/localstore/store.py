@@ -1,9 +1,11 @@
-"""The embedded local store: Parseable's rows as Parquet files on disk, read with DataFusion.
+"""The embedded local store: Parseable's rows as files on disk, read with DataFusion.
 
 Layout, like Parseable's own: ``<root>/<stream>/date=YYYY-MM-DD/hour=HH/`` (UTC, by the
 rows' ``p_timestamp``) holding
 
-* ``cycle-<p_timestamp ms>-<random>.parquet``: one per scrape cycle;
+* ``cycle-<p_timestamp ms>-<random>.jsonl.gz``: one per scrape cycle, its rows as gzipped JSON
+  lines, so the scrape process writes them without PyArrow (like Parseable's own staging files;
+  earlier versions wrote ``cycle-*.parquet``, which are read the same way);
 * ``compacted-<ms>.parquet``: every row of the hour's cycle files up to that ``p_timestamp``.
 
 Every file is written under a dot-name of its own and renamed, so a reader never sees a torn
@@ -20,6 +22,8 @@ DataFusion keep apart, and a DuckDB reader would block this writer.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import secrets
@@ -27,16 +31,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from raymetrics_pipeline.common.files import remove_stale_temporaries, write_atomically
 from raymetrics_pipeline.dataset.names import RECEIVED_AT, validate_dataset_name
 
-_FILE_RE = re.compile(r"(cycle|compacted)-(\d+)(?:-[0-9a-f]+)?\.parquet")
+_FILE_RE = re.compile(r"(cycle|compacted)-(\d+)(?:-[0-9a-f]+)?\.(?:parquet|jsonl\.gz)")
 _HOUR = timedelta(hours=1)
 # A cycle file this old can no longer be joined by one with an earlier p_timestamp.
 COMPACTION_SETTLE = timedelta(minutes=2)
@@ -101,10 +102,6 @@ def _file_millis(path: Path) -> int:
     return int(_FILE_RE.fullmatch(path.name).group(2))
 
 
-def _write_parquet(table: pa.Table, path: Path) -> Path:
-    return write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
-
-
 class LocalStore:
     """One stream's rows under ``root/<stream>``."""
 
@@ -116,13 +113,15 @@ class LocalStore:
     def location(self) -> str:
         return f"local store {self.directory}"
 
-    def write(self, table: pa.Table, received: datetime) -> Path:
-        """Add one cycle's rows (all stamped ``received``, their ``p_timestamp``) as a new file."""
+    def write(self, rows: list[dict], received: datetime) -> Path:
+        """Add one cycle's ``rows`` (``localstore.rows``, all stamped ``received``, their ``p_timestamp``) as a new
+        file."""
         received = received.astimezone(UTC)
         folder = self.directory / received.strftime("date=%Y-%m-%d/hour=%H")
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"cycle-{_millis(received)}-{secrets.token_hex(4)}.parquet"
-        return _write_parquet(table, path)
+        path = folder / f"cycle-{_millis(received)}-{secrets.token_hex(4)}.jsonl.gz"
+        lines = "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows)
+        return write_atomically(path, lambda handle: handle.write(gzip.compress(lines.encode(), compresslevel=1)))
 
     def hours(self, start: datetime | None = None, end: datetime | None = None) -> Iterator[HourFolder]:
         """Hour folders overlapping ``[start, end)``, oldest first."""
@@ -149,7 +148,11 @@ class LocalStore:
         raise StoreEmpty(f"the local store at {self.directory} holds no data yet: has a scrape run finished?")
 
     def size_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.directory.rglob("*.parquet")) if self.directory.is_dir() else 0
+        return sum(path.stat().st_size for path in self._own_files(self.directory.rglob("*")))
+
+    @staticmethod
+    def _own_files(paths: Iterator[Path]) -> list[Path]:
+        return [path for path in paths if _FILE_RE.fullmatch(path.name)]
 
     def compact(self, now: datetime | None = None) -> CompactionReport:
         """Merge each hour's files into one, sorted by ``p_timestamp``; safe while cycles write.
@@ -158,6 +161,8 @@ class LocalStore:
         can add a file the new compacted one would wrongly hide; newer ones stay visible beside
         it and are merged next time. Run often, this keeps every hour to a few files.
         """
+        from raymetrics_pipeline.localstore.arrow import files_dataset, write_parquet  # PyArrow: not when scraping
+
         now = now or datetime.now(UTC)
         settled = _millis(now - COMPACTION_SETTLE)
         report = CompactionReport()
@@ -172,7 +177,7 @@ class LocalStore:
             table = files_dataset(ready).to_table().sort_by(RECEIVED_AT)
             target = folder.path / f"compacted-{max(map(_file_millis, ready))}.parquet"
             bytes_before = sum(path.stat().st_size for path in ready)
-            _write_parquet(table, target)
+            write_atomically(target, partial(write_parquet, table))
             for path in ready:
                 if path != target:
                     path.unlink(missing_ok=True)
@@ -190,9 +195,9 @@ class LocalStore:
         for folder in self.hours(end=cutoff):
             if folder.end > cutoff:
                 continue
-            parquet = list(folder.path.glob("*.parquet"))
-            report.files_deleted += len(parquet)
-            report.bytes_deleted += sum(path.stat().st_size for path in parquet)
+            files = self._own_files(folder.path.iterdir())
+            report.files_deleted += len(files)
+            report.bytes_deleted += sum(path.stat().st_size for path in files)
             report.hours_deleted += 1
             shutil.rmtree(folder.path, ignore_errors=True)
             try:
@@ -200,21 +205,3 @@ class LocalStore:
             except OSError:
                 pass
         return report
-
-
-def unified_schema(files: list[Path], schemas: dict[Path, pa.Schema] | None = None) -> pa.Schema:
-    """All files' columns: a Ray label first seen in a later cycle adds a column, as in Parseable.
-
-    ``schemas`` caches each file's footer; a store file never changes once it has its name.
-    """
-    schemas = {} if schemas is None else schemas
-    for path in files:
-        if path not in schemas:
-            schemas[path] = pq.read_schema(path)
-    merged = pa.unify_schemas([schemas[path] for path in files])
-    return pa.schema(sorted(merged, key=lambda field: field.name))
-
-
-def files_dataset(files: list[Path], schemas: dict[Path, pa.Schema] | None = None) -> ds.Dataset:
-    """The files as one dataset under their unified schema (a file lacking a column reads it as null)."""
-    return ds.dataset([str(path) for path in files], schema=unified_schema(files, schemas), format="parquet")

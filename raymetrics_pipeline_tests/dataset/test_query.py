@@ -3,14 +3,13 @@ the SQL, the bare COUNT(*) pitfall, and one name for the node, session, cluster 
 
 from datetime import UTC, datetime, timedelta
 
-import pyarrow as pa
 import pytest
 
 from raymetrics_pipeline.dataset.query import MetricsQuery, QueryError
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import LabelSet, parse
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.sql import LocalSql
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.parseable.connection import ParseableSettings
@@ -47,7 +46,7 @@ def local_query(tmp_path):
     store = LocalStore(tmp_path)
 
     def load(received: datetime, text: str = TEXT) -> None:
-        store.write(rows_table(scrapes(text), received), received)
+        store.write(stored_rows(scrapes(text), received), received)
 
     return MetricsQuery(LocalSql(store)), load
 
@@ -130,17 +129,14 @@ def test_an_empty_local_store_says_so(tmp_path):
 def test_columns_from_parseable_2_5_and_a_clashing_node_column_are_handled(tmp_path):
     """v2.5.0-v2.5.8 prefixed data-point attributes with ``metric_`` (docs/parseable.md#columns)."""
     store = LocalStore(tmp_path)
-    table = pa.table(
-        {
-            "metric_name": ["ray_node_cpu_utilization", "ray_tasks"],
-            "metric_ip": ["10.0.0.1", None],
-            "metric_NodeAddress": [None, "10.0.0.2"],
-            "metric_SessionName": ["s1", "s1"],
-            "ray_node": ["stale", "stale"],
-            "p_timestamp": pa.array([T0, T0], pa.timestamp("ms")),
-        }
+    stored = {"metric_SessionName": "s1", "ray_node": "stale", "p_timestamp": int(T0.timestamp() * 1000)}
+    store.write(
+        [
+            {"metric_name": "ray_node_cpu_utilization", "metric_ip": "10.0.0.1", **stored},
+            {"metric_name": "ray_tasks", "metric_NodeAddress": "10.0.0.2", **stored},
+        ],
+        T0,
     )
-    store.write(table, T0)
     rows = MetricsQuery(LocalSql(store)).query(
         "SELECT ray_node, ray_session FROM ray_points ORDER BY ray_node", T0, T0 + timedelta(minutes=1)
     )
@@ -171,6 +167,6 @@ class CompactedRightAfterListing(LocalStore):
 def test_a_query_racing_compaction_lists_again_and_counts_each_row_once(tmp_path):
     store = CompactedRightAfterListing(tmp_path, now=T0 + timedelta(hours=1))
     for seconds in range(0, 60, 15):
-        store.write(rows_table(scrapes(), T0 + timedelta(seconds=seconds)), T0 + timedelta(seconds=seconds))
+        store.write(stored_rows(scrapes(), T0 + timedelta(seconds=seconds)), T0 + timedelta(seconds=seconds))
     rows = MetricsQuery(LocalSql(store)).query("SELECT COUNT(*) AS n FROM raymetrics", T0, T0 + timedelta(minutes=5))
     assert store.compactions == 1 and rows == [{"n": 4 * 3}]

@@ -1,7 +1,7 @@
 """A local-store writer or compactor in a process of its own, for the tests that kill it -9.
 
 ``python -m raymetrics_pipeline_tests.localstore.store_process '<json job>'`` runs one job on the
-real store code. A job may name a call to stop at (the Nth ``pq.write_table``, ``os.replace`` or
+real store code. A job may name a call to stop at (the Nth file the store writes, ``os.replace`` or
 ``os.unlink``): the process then writes a marker file and waits there, so the parent can kill it
 at exactly that point, or let it go on by creating the release file. Each cycle is logged before
 its write starts and after it returns, so the parent knows which rows were acknowledged and which
@@ -19,24 +19,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from raymetrics_pipeline.localstore import store
 from raymetrics_pipeline.localstore.store import COMPACTION_SETTLE, LocalStore
 
 # A child whose parent died before killing or releasing it gives up rather than linger.
 _ORPHAN_SECONDS = 60.0
 
 
-def cycle_table(first_seq: int, count: int, received: datetime) -> pa.Table:
-    """One cycle's rows, all stamped ``received`` as the sink stamps them, numbered from ``first_seq``."""
-    stamp = received.astimezone(UTC).replace(tzinfo=None)
-    return pa.table(
-        {
-            "p_timestamp": pa.array([stamp] * count, pa.timestamp("ms")),
-            "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
-        }
-    )
+def cycle_rows(first_seq: int, count: int, received: datetime) -> list[dict]:
+    """One cycle's rows, all stamped ``received`` as the sink stamps them, numbered from ``first_seq`` (a text
+    column, as a Ray label is)."""
+    stamp = int(received.timestamp() * 1000)
+    return [{"p_timestamp": stamp, "seq": str(seq)} for seq in range(first_seq, first_seq + count)]
 
 
 def from_millis(millis: int) -> datetime:
@@ -67,7 +61,7 @@ class Job:
         """Log, write, log again with how long after its stamp the write returned (the settle time's premise)."""
         millis = int(received.timestamp() * 1000)
         self.log("begin", first=first_seq, count=count, millis=millis)
-        self.store.write(cycle_table(first_seq, count, received), received)
+        self.store.write(cycle_rows(first_seq, count, received), received)
         self.log("done", first=first_seq, count=count, millis=millis, seconds=time.time() - received.timestamp())
 
     def cycles(self) -> None:
@@ -112,31 +106,35 @@ class Job:
 
 
 def stop_at(call: str, nth: int, moment: str, marker: Path) -> None:
-    """Make the ``nth`` call of ``call`` stop ``moment`` ("before", "after", or for ``write_table``
-    "midway": half its bytes written) and wait there for ``marker.release``."""
+    """Make the ``nth`` call of ``call`` stop ``moment`` ("before", "after", or for ``write``, the store
+    writing a file, "midway": half its bytes written) and wait there for ``marker.release``."""
 
     def stopped() -> None:
         marker.write_text(str(os.getpid()))
         wait_for(f"{marker}.release")
 
     calls = 0
-    if call == "write_table":
-        real_write_table = pq.write_table
+    if call == "write":
+        real_write_atomically = store.write_atomically
 
-        def write_table(table, where, **options):
+        def write_atomically(path, write):
             nonlocal calls
             calls += 1
             if calls != nth:
-                return real_write_table(table, where, **options)
-            encoded = io.BytesIO()
-            real_write_table(table, encoded, **options)
-            data = encoded.getvalue()
-            where.write(data[: len(data) // 2])
-            where.flush()
-            stopped()
-            where.write(data[len(data) // 2 :])
+                return real_write_atomically(path, write)
 
-        pq.write_table = write_table
+            def halfway(handle) -> None:
+                encoded = io.BytesIO()
+                write(encoded)
+                data = encoded.getvalue()
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                stopped()
+                handle.write(data[len(data) // 2 :])
+
+            return real_write_atomically(path, halfway)
+
+        store.write_atomically = write_atomically
         return
     real = getattr(os, call)
 

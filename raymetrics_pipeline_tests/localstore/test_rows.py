@@ -1,7 +1,8 @@
 """The local store's rows are the rows Parseable keeps: checked against the Parseable double.
 
 Each case is shipped as OTLP/JSON into the double (written to docs/parseable.md#rows) and
-built directly by ``rows_table`` with the same receive time; rows and column types must agree.
+written to a local store as the scrape process writes it, with the same receive time, then read
+back as the store's readers read it; rows and column types must agree.
 Only the series hash differs by design (Parseable's FxHash is opaque to clients).
 """
 
@@ -14,7 +15,9 @@ from raymetrics_pipeline.dataset.names import SERIES_HASH
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, LabelSet, parse
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.arrow import files_dataset
+from raymetrics_pipeline.localstore.rows import stored_rows
+from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline_tests.backends import ship
 from raymetrics_pipeline_tests.scrape_fixtures import scrape_fixtures
 
@@ -47,12 +50,14 @@ def comparable(rows: list[dict]) -> Counter:
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_rows_and_types_match_what_parseable_stores(case, parseable):
+def test_rows_and_types_match_what_parseable_stores(case, parseable, tmp_path):
     scrapes = [
         ResourceMetrics(attributes, otlp.to_metrics(parse(text), 1795851064173702282).metrics)
         for attributes, text in CASES[case]
     ]
-    expected = rows_table(scrapes, RECEIVED)
+    store = LocalStore(tmp_path)
+    store.write(stored_rows(scrapes, RECEIVED), RECEIVED)
+    expected = files_dataset(store.files()).to_table()
     parseable.set_now(RECEIVED)
     ship(parseable, scrapes)
     stored = parseable.table("raymetrics")
@@ -63,5 +68,5 @@ def test_rows_and_types_match_what_parseable_stores(case, parseable):
 
 def test_every_series_gets_a_distinct_stable_hash():
     scrapes = [ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(EDGE_CASES), 0).metrics)]
-    first, again = (rows_table(scrapes, RECEIVED).column(SERIES_HASH).to_pylist() for _ in range(2))
+    first, again = ([row[SERIES_HASH] for row in stored_rows(scrapes, RECEIVED)] for _ in range(2))
     assert first == again and len(set(first)) == len(first)

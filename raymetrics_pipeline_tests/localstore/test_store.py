@@ -9,28 +9,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raymetrics_pipeline.localstore.arrow import files_dataset, read_rows, rows_table
 from raymetrics_pipeline.localstore.store import (
     COMPACTION_SETTLE,
     CompactionReport,
     LocalStore,
     RetentionReport,
     StoreEmpty,
-    files_dataset,
 )
 
 T0 = datetime(2026, 11, 28, 8, 15, tzinfo=UTC)
 HOUR_8 = datetime(2026, 11, 28, 8, tzinfo=UTC)
 
 
-def cycle(received: datetime, *values: float, **extra: list) -> pa.Table:
-    """One scrape cycle's rows, all stamped ``received`` as the real writer does."""
-    stamp = received.astimezone(UTC).replace(tzinfo=None)
-    columns = {
-        "p_timestamp": pa.array([stamp] * len(values), pa.timestamp("ms")),
-        "metric_name": [f"m{i}" for i in range(len(values))],
-        "data_point_value": pa.array(values, pa.float64()),
-    }
-    return pa.table(columns | extra)
+def cycle(received: datetime, *values: float, **extra: list) -> list[dict]:
+    """One scrape cycle's rows, all stamped ``received`` as the real writer does; ``extra`` labels a value each."""
+    stamp = millis(received)
+    return [
+        {"p_timestamp": stamp, "metric_name": f"m{i}", "data_point_value": value}
+        | {label: values_[i] for label, values_ in extra.items()}
+        for i, value in enumerate(values)
+    ]
 
 
 def rows(table: pa.Table) -> Counter:
@@ -66,9 +65,24 @@ def test_write_files_a_cycle_under_its_utc_hour_with_no_temporary_left(tmp_path)
     received = datetime(2026, 11, 29, 0, 30, tzinfo=timezone(timedelta(hours=1)))
     path = store.write(cycle(received, 1.0), received)
     assert path.parent == tmp_path / "raymetrics" / "date=2026-11-28" / "hour=23"
-    assert re.fullmatch(rf"cycle-{millis(received)}-[0-9a-f]+\.parquet", path.name)
+    assert re.fullmatch(rf"cycle-{millis(received)}-[0-9a-f]+\.jsonl\.gz", path.name)
     assert [entry.name for entry in path.parent.iterdir()] == [path.name]
-    assert pq.read_table(path).equals(cycle(received, 1.0))
+    assert read_rows(path) == cycle(received, 1.0)
+
+
+def test_cycle_files_earlier_versions_wrote_as_parquet_are_read_and_compacted_with_the_new_ones(tmp_path):
+    """Each cycle used to be a Parquet file: a store upgraded in place reads both kinds and compacts them into one."""
+    store = LocalStore(tmp_path)
+    new = store.write(cycle(T0, 1.0), T0)
+    earlier = T0 - timedelta(minutes=5)
+    old = new.parent / f"cycle-{millis(earlier)}-abcd1234.parquet"
+    pq.write_table(rows_table(cycle(earlier, 2.0, Version=["2.9"])), old)
+    assert store.files() == [old, new]
+    expected = rows(rows_table(cycle(earlier, 2.0, Version=["2.9"]) + cycle(T0, 1.0)))
+    assert rows(read(store.files())) == expected
+    store.compact(T0 + timedelta(hours=2))
+    (compacted,) = store.files()
+    assert compacted.name.startswith("compacted-") and rows(read([compacted])) == expected
 
 
 def test_listing_ignores_temporaries_and_foreign_files(tmp_path):
@@ -137,7 +151,7 @@ def test_compact_merges_an_hour_into_one_sorted_file_once(tmp_path):
     store = LocalStore(tmp_path)
     moments = write_hour_8(store)
     mixed = T0 + timedelta(minutes=20)  # rows out of order within a file: only the sort can order them
-    store.write(pa.concat_tables([cycle(mixed, 7.0), cycle(HOUR_8 + timedelta(minutes=1), 8.0)]), mixed)
+    store.write(cycle(mixed, 7.0) + cycle(HOUR_8 + timedelta(minutes=1), 8.0), mixed)
     before_files = store.files()
     before = rows(read(before_files))
     bytes_before = sum(path.stat().st_size for path in before_files)
@@ -251,7 +265,7 @@ def test_delete_before_removes_whole_hours_that_ended_by_the_cutoff(tmp_path):
     assert not (store.directory / "date=2026-11-27").exists()
     assert not (store.directory / "date=2026-11-28" / "hour=08").exists()
     assert store.files() == [kept]
-    assert rows(read([kept])) == rows(cycle(nine, 9.0))
+    assert rows(read([kept])) == rows(rows_table(cycle(nine, 9.0)))
     assert store.size_bytes() == kept.stat().st_size
     assert store.delete_before(cutoff + timedelta(minutes=59)) == RetentionReport()
 

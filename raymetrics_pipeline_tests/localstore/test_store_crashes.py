@@ -23,7 +23,7 @@ import pytest
 from raymetrics_pipeline.localstore.backend import LocalStoreBackend, StoreUpkeep
 from raymetrics_pipeline.localstore.sql import LocalSql
 from raymetrics_pipeline.localstore.store import COMPACTION_SETTLE, LocalStore
-from raymetrics_pipeline_tests.localstore.store_process import cycle_table
+from raymetrics_pipeline_tests.localstore.store_process import cycle_rows
 
 REPO = Path(__file__).resolve().parents[2]
 EVERYTHING = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -54,7 +54,7 @@ def write_cycles(store: LocalStore, cycles: list[list[int]]) -> None:
     """Cycles written by this process, as a scrape run that was not killed would."""
     for first, count, stamp in cycles:
         received = datetime.fromtimestamp(stamp / 1000, UTC)
-        store.write(cycle_table(first, count, received), received)
+        store.write(cycle_rows(first, count, received), received)
 
 
 class StoreProcess:
@@ -148,7 +148,7 @@ class Ledger:
 
 def stored_seqs(store: LocalStore) -> Counter[int]:
     """Each row's ``seq`` as the query layer reads it, with how often it was read."""
-    return Counter(row["seq"] for row in LocalSql(store).run("SELECT seq FROM raymetrics", *EVERYTHING))
+    return Counter(int(row["seq"]) for row in LocalSql(store).run("SELECT seq FROM raymetrics", *EVERYTHING))
 
 
 def assert_each_row_once(read: Counter[int], ledger: Ledger) -> set[int]:
@@ -185,7 +185,7 @@ def assert_upkeep_leaves_exactly(backend: LocalStoreBackend, expected: set[int])
 @pytest.mark.parametrize(
     ("stop", "in_flight_kept", "temporaries_left"),
     [
-        ({"call": "write_table", "nth": 2, "moment": "midway"}, False, 1),
+        ({"call": "write", "nth": 2, "moment": "midway"}, False, 1),
         ({"call": "replace", "nth": 2, "moment": "before"}, False, 1),
         ({"call": "replace", "nth": 2, "moment": "after"}, True, 0),
     ],
@@ -215,7 +215,7 @@ def test_a_cycle_killed_mid_write_is_whole_or_absent_and_its_temporary_goes(
 @pytest.mark.parametrize(
     ("stop", "left"),
     [
-        ({"call": "write_table", "nth": 1, "moment": "midway"}, ["temporary"]),
+        ({"call": "write", "nth": 1, "moment": "midway"}, ["temporary"]),
         ({"call": "replace", "nth": 1, "moment": "before"}, ["temporary"]),
         ({"call": "replace", "nth": 1, "moment": "after"}, ["compacted", "cycle", "cycle", "cycle"]),
         ({"call": "unlink", "nth": 3, "moment": "before"}, ["cycle", "cycle"]),
@@ -248,7 +248,7 @@ def test_two_compactors_at_once_one_killed_while_writing_lose_nothing(backend, s
     job = {"task": "compact", "now_millis": millis(AFTER_PAST_HOUR)}
     first = start("first-compactor", **job, stop={"call": "replace", "nth": 1, "moment": "before"})
     first.wait_until_stopped()
-    second = start("second-compactor", **job, stop={"call": "write_table", "nth": 1, "moment": "midway"})
+    second = start("second-compactor", **job, stop={"call": "write", "nth": 1, "moment": "midway"})
     second.kill_when_stopped()
     first.release()
     first.finish()

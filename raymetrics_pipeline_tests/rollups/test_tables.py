@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
 
 from raymetrics_pipeline.dataset.names import SERIES_HASH
@@ -14,7 +13,7 @@ from raymetrics_pipeline.dataset.query import MetricsQuery
 from raymetrics_pipeline.ingest import otlp
 from raymetrics_pipeline.ingest.otlp import ResourceMetrics
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
-from raymetrics_pipeline.localstore.rows import rows_table
+from raymetrics_pipeline.localstore.rows import stored_rows
 from raymetrics_pipeline.localstore.sql import LocalSql
 from raymetrics_pipeline.localstore.store import LocalStore
 from raymetrics_pipeline.rollups import tables
@@ -56,7 +55,7 @@ def one_round(tmp_path_factory):
         ResourceMetrics(NO_LABELS, otlp.to_metrics(parse(f.text()), int(sampled.timestamp() * 1e9)).metrics)
         for f in rounds(scrape_fixtures(include_shared=False))[-1]
     ]
-    LocalStore(root).write(rows_table(scrapes, sampled), sampled)
+    LocalStore(root).write(stored_rows(scrapes, sampled), sampled)
     return root
 
 
@@ -91,17 +90,19 @@ def test_a_column_declared_after_the_file_was_made_is_added_to_it(tmp_path, monk
 # running tasks under the job's id, each target's rows carrying its service.instance.id.
 BUSY_ROUND = rounds(recorded_fixtures("repeat"))[2]
 # Parseable's series hash as each version names it: HEAD (and the local store), v2.8.0-v2.9.5, none before.
-HASHES = {"__series_hash_u64": pa.uint64(), "__series_hash": pa.string(), None: None}
+HASHES = {"__series_hash_u64": int, "__series_hash": str, None: None}
 
 
-def busy_round(sampled: datetime, received: datetime, series_hash: str | None) -> pa.Table:
+def busy_round(sampled: datetime, received: datetime, series_hash: str | None) -> list[dict]:
     """``BUSY_ROUND`` sampled at ``sampled`` as the local store writes it received at ``received``, its series hash
     named and typed as ``series_hash`` says (none: a Parseable before v2.8)."""
     shift = sampled - datetime.fromtimestamp(BUSY_ROUND[0].scrape_time_unix_nano / 1e9, UTC)
-    table = rows_table(as_the_cycle_hands_it(BUSY_ROUND, shift), received)
-    hashes = table[SERIES_HASH]
-    table = table.drop_columns([SERIES_HASH])
-    return table if series_hash is None else table.append_column(series_hash, hashes.cast(HASHES[series_hash]))
+    rows = stored_rows(as_the_cycle_hands_it(BUSY_ROUND, shift), received)
+    for row in rows:
+        value = row.pop(SERIES_HASH)
+        if series_hash is not None:
+            row[series_hash] = HASHES[series_hash](value)
+    return rows
 
 
 def pulled(store: LocalStore) -> dict[str, list]:
