@@ -76,13 +76,12 @@ def folder_bytes(folder: Path) -> int:
 
 
 def sizes_by_part(home: Path) -> dict[str, int]:
-    """Bytes under ``home`` by where they go: the local store, each Dagster storage folder, run event logs."""
+    """Bytes under ``home`` by where they go: the pipeline's folders, each Dagster storage file or folder."""
     parts: dict[str, int] = {}
     for path in home.rglob("*"):
         if path.is_file():
             relative = path.relative_to(home).parts
-            part = "history/runs/<run>.db" if relative[:2] == ("history", "runs") and path.name != "index.db" else ""
-            part = part or "/".join(relative[:2] if relative[0] in ("history", "raymetrics") else relative[:1])
+            part = "/".join(relative[:2] if relative[0] in ("history", "raymetrics") else relative[:1])
             parts[part] = parts.get(part, 0) + path.stat().st_size
     return parts
 

@@ -140,12 +140,14 @@ class ParseableSink:
             if not ours:
                 return True  # another run is resending them right now
             delivery.interrupted_resends = self.spool.recover_interrupted()
-            for resent, spooled in enumerate(self.spool.pending()):
+            resent = 0
+            for spooled in self.spool.pending():
                 if resent >= MIN_RESENDS_PER_RUN and time.monotonic() >= deadline - REPLAY_MARGIN_SECONDS:
                     break
                 body = self.spool.claim(spooled)
                 if body is None:
-                    continue
+                    continue  # another shard's run dropped it (spool or age bound): not one of this run's resends
+                resent += 1
                 with stage("send"):
                     outcome = self.client.post(body, deadline, spooled.content_type)
                 if outcome.kept == [body]:  # not taken at all: back in the queue as it was

@@ -22,6 +22,7 @@ from raymetrics_pipeline.ingest.cycle import run_cycle
 from raymetrics_pipeline.ingest.health import PREFIX, TARGET_ATTRIBUTE
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, parse
 from raymetrics_pipeline.parseable import client
+from raymetrics_pipeline.parseable import sink as sink_module
 from raymetrics_pipeline.parseable.backend import ParseableBackend
 from raymetrics_pipeline.parseable.encode import DEFAULT_MAX_REQUEST_BYTES, JSON, encode
 from raymetrics_pipeline.parseable.spool import SENDING_SUFFIX
@@ -185,6 +186,21 @@ def test_kill_9_while_a_spooled_body_is_resent_leaves_that_body_alone_ambiguous(
     first_body_points = len(stored) // 2  # two cycles' worth of samples, one body each
     assert len(doubled) == first_body_points, "only the interrupted body was stored twice"
     assert max(stored.values()) == 2
+
+
+def test_bodies_another_shard_dropped_do_not_count_as_this_runs_resends(tmp_path, parseable, monkeypatch):
+    """Past its deadline a run still resends MIN_RESENDS_PER_RUN bodies, so the spool drains; bodies another
+    shard's run dropped (spool bound, age bound) between this run's listing and its claim are not among them."""
+    spool_backend = backend(parseable.url, tmp_path)
+    for _ in range(4):
+        spool_backend.spool.put(b'{"resourceMetrics":[]}', JSON)
+    listed = spool_backend.spool.pending()
+    for dropped in listed[:2]:
+        dropped.path.unlink()  # by the other shard's run, after this one listed the spool
+    monkeypatch.setattr(spool_backend.spool, "pending", lambda: listed)
+    with spool_backend.sink() as sink:
+        delivery = sink.ship([], time.monotonic() - 1, health.reporter(NO_LABELS, time.time_ns()))
+    assert delivery.spooled_bodies_delivered == sink_module.MIN_RESENDS_PER_RUN == 2
 
 
 def test_spooled_bodies_past_the_age_bound_are_dropped_and_counted(tmp_path, parseable):
