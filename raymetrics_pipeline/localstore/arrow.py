@@ -78,8 +78,8 @@ def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def files_dataset(files: list[Path], cache: ReadCache | None = None) -> ds.Dataset:
-    """The files as one dataset under their unified schema (a file lacking a column reads it as null): Parquet
-    read lazily, the cycle files not yet compacted (the last minutes) from memory."""
+    """The files (at least one) as one dataset under their unified schema (a file lacking a column reads it as
+    null): Parquet read lazily, the cycle files not yet compacted (the last minutes) from memory."""
     cache = {} if cache is None else cache
     schema = unified_schema(files, cache)
     parquet = [str(path) for path in files if _is_parquet(path)]
@@ -87,6 +87,4 @@ def files_dataset(files: list[Path], cache: ReadCache | None = None) -> ds.Datas
     cycles = [_conformed(cache[path], schema) for path in files if not _is_parquet(path)]
     if cycles:
         parts.append(ds.InMemoryDataset(pa.concat_tables(cycles)))
-    if len(parts) == 1:
-        return parts[0]
-    return ds.dataset(parts, schema=schema) if parts else ds.InMemoryDataset(schema.empty_table())
+    return parts[0] if len(parts) == 1 else ds.dataset(parts, schema=schema)
