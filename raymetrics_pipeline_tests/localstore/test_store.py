@@ -27,7 +27,7 @@ def cycle(received: datetime, *values: float, **extra: list) -> list[dict]:
     stamp = millis(received)
     return [
         {"p_timestamp": stamp, "metric_name": f"m{i}", "data_point_value": value}
-        | {label: values_[i] for label, values_ in extra.items()}
+        | {label: labelled[i] for label, labelled in extra.items()}
         for i, value in enumerate(values)
     ]
 
