@@ -277,7 +277,8 @@ def test_the_reports_schedule_redraws_the_comparison_every_third_run_and_checks_
     with dg.instance_for_test() as instance:
         for minute in range(2, 60, 10):
             when = datetime(2026, 11, 30, 9, minute, tzinfo=UTC)
-            request = refresh_reports_schedule(dg.build_schedule_context(instance, scheduled_execution_time=when))
+            with dg.build_schedule_context(instance, scheduled_execution_time=when) as context:
+                request = refresh_reports_schedule(context)
             job = defs.resolve_job_def("refresh_reports").get_subset(
                 asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
             )
