@@ -15,6 +15,7 @@ from itertools import accumulate, chain, repeat
 from operator import attrgetter, sub
 from typing import NamedTuple
 
+from raymetrics_pipeline.common.remembered import remember
 from raymetrics_pipeline.ingest.prometheus import NO_LABELS, Exposition, LabelSet, MetricFamily, ParseError
 
 CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -234,9 +235,7 @@ def _group_series(family: MetricFamily, bound_name: str, conversion: Conversion)
                 bound = _carried_bound(sample, bound_name, conversion)
                 if bound is None:
                     continue
-                if len(carried) >= _MAX_CARRIED_BOUNDS:
-                    carried.clear()
-                carried[bound_text] = bound
+                remember(carried, bound_text, bound, _MAX_CARRIED_BOUNDS)
             entry.buckets.append((bound, value))
     return series
 

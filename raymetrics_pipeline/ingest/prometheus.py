@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from raymetrics_pipeline.common.remembered import remember
+
 METRIC_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 
 # Which sample names a declared family owns: Prometheus puts suffixes on histogram and
@@ -150,12 +152,10 @@ _UNSEEN = object()
 
 
 def _learn_layout(pieces: tuple[str, ...]) -> tuple[str, ...] | None:
-    if len(_key_layouts) > 10_000:
-        _key_layouts.clear()
     keys = tuple(piece[1:-1] for piece in pieces)
     plain = len(set(keys)) == len(keys) and all(_PLAIN_KEY_PIECE_RE.fullmatch(piece) for piece in pieces)
-    _key_layouts[pieces] = keys if plain else None  # duplicates are reported by the general path
-    return _key_layouts[pieces]
+    # Not plain: None, and duplicates are reported by the general path.
+    return remember(_key_layouts, pieces, keys if plain else None, _MAX_REMEMBERED_TEXTS)
 
 
 def parse_labels(text: str) -> LabelSet:
@@ -199,18 +199,12 @@ _values_by_text: dict[str, float] = {}
 _cuts_by_text: dict[str, dict[str, tuple[LabelSet, str | None]]] = {"le": {}, "quantile": {}}
 
 
-def _remember(cache: dict, key, value) -> None:
-    if len(cache) >= _MAX_REMEMBERED_TEXTS:
-        cache.clear()
-    cache[key] = value
-
-
 def _labels(text: str) -> LabelSet:
     """``parse_labels(text)``, remembered."""
     labels = _labels_by_text.get(text)
     if labels is None:
         labels = parse_labels(text)
-        _remember(_labels_by_text, text, labels)
+        remember(_labels_by_text, text, labels, _MAX_REMEMBERED_TEXTS)
     return labels
 
 
@@ -328,7 +322,7 @@ class _Reader:
         comment = _comments_by_line.get(line)
         if comment is None:
             comment = _read_comment(line)
-            _remember(_comments_by_line, line, comment)
+            remember(_comments_by_line, line, comment, _MAX_REMEMBERED_TEXTS)
         if comment is _ORDINARY_COMMENT:
             return
         keyword, name, text, owned, problem = comment
@@ -430,7 +424,7 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
                             except ValueError:
                                 pass
                             else:
-                                _remember(_values_by_text, tail, value)
+                                remember(_values_by_text, tail, value, _MAX_REMEMBERED_TEXTS)
                 if value is None:
                     if line[:1] == "#":
                         reader.read_comment(line)
@@ -461,7 +455,7 @@ def parse(text: str, deadline: float | None = None, first_line_no: int = 1) -> E
                             cut_bound_name, cut_labels = bound_name, labels
                             cut_prefix, cut_suffix = label_text[: span[0]], label_text[span[1] :]
                             cut_length = len(cut_prefix) + len(cut_suffix)
-                    _remember(_cuts_by_text[bound_name], label_text, (labels, bound))
+                    remember(_cuts_by_text[bound_name], label_text, (labels, bound), _MAX_REMEMBERED_TEXTS)
                 samples.append(_new_tuple(Sample, (name, labels, value, None, line_no, bound)))
             except _LineError as error:
                 errors.append(ParseError(line_no, str(error), line.lstrip(" \t")[:300]))

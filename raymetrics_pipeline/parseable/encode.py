@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from isal import igzip_lib
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from raymetrics_pipeline.common.remembered import remember
 from raymetrics_pipeline.ingest.otlp import (
     CUMULATIVE,
     HistogramPoint,
@@ -107,10 +108,7 @@ class _ValueJson(dict):
         self.key_json = b'{"key":' + _json_bytes(key) + b',"value":{"stringValue":'
 
     def __missing__(self, value: str) -> bytes:
-        if len(self) >= _MAX_REMEMBERED_VALUES:
-            self.clear()
-        text = self[value] = self.key_json + _json_bytes(value) + b"}}"
-        return text
+        return remember(self, value, self.key_json + _json_bytes(value) + b"}}", _MAX_REMEMBERED_VALUES)
 
 
 _value_json = _ValueJson.__getitem__  # dict's own, in C; it calls __missing__
@@ -128,13 +126,8 @@ class _AttributesJson(dict):
         keys, values = labels
         columns = self._columns.get(keys)
         if columns is None:
-            if len(self._columns) >= _MAX_REMEMBERED:
-                self._columns.clear()
-            columns = self._columns[keys] = tuple(map(_ValueJson, keys))
-        if len(self) >= _MAX_REMEMBERED:
-            self.clear()
-        text = self[labels] = b",".join(map(_value_json, columns, values))
-        return text
+            columns = remember(self._columns, keys, tuple(map(_ValueJson, keys)), _MAX_REMEMBERED)
+        return remember(self, labels, b",".join(map(_value_json, columns, values)), _MAX_REMEMBERED)
 
 
 _attributes_json = _AttributesJson()
@@ -146,10 +139,7 @@ class _TimeJson(dict):
     handful of times."""
 
     def __missing__(self, time_unix_nano: int) -> bytes:
-        if len(self) >= 1_000:
-            self.clear()
-        text = self[time_unix_nano] = b'],"timeUnixNano":"%d","asDouble":' % time_unix_nano
-        return text
+        return remember(self, time_unix_nano, b'],"timeUnixNano":"%d","asDouble":' % time_unix_nano, 1_000)
 
 
 _time_json = _TimeJson()
@@ -171,11 +161,8 @@ class _MetricHeads(dict):
 
     def __missing__(self, metric: tuple[str, str, str]) -> bytes:
         name, description, kind = metric
-        if len(self) >= _MAX_REMEMBERED:
-            self.clear()
         head = b'{"name":%b,"description":%b,%b' % (_json_bytes(name), _json_bytes(description), _JSON_DATA_HEADS[kind])
-        self[metric] = head
-        return head
+        return remember(self, metric, head, _MAX_REMEMBERED)
 
 
 _metric_heads = _MetricHeads()
@@ -185,10 +172,7 @@ class _BoundsJson(dict):
     """A histogram's bounds → their JSON list's items; a family's series and a target's scrapes share them."""
 
     def __missing__(self, bounds: tuple[float, ...]) -> bytes:
-        if len(self) >= _MAX_REMEMBERED:
-            self.clear()
-        text = self[bounds] = b",".join(map(_double_json, bounds))
-        return text
+        return remember(self, bounds, b",".join(map(_double_json, bounds)), _MAX_REMEMBERED)
 
 
 _bounds_json = _BoundsJson()
@@ -389,12 +373,9 @@ class _ValueProto(dict):
         self.key_field = _string(b"\x0a", key)
 
     def __missing__(self, value: str) -> bytes:
-        if len(self) >= _MAX_REMEMBERED_VALUES:
-            self.clear()
         # KeyValue.key (1), KeyValue.value (2): an AnyValue with string_value (1), written even when empty (a oneof)
         key_value = self.key_field + _delimited(b"\x12", _delimited(b"\x0a", value.encode()))
-        entry = self[value] = _varint(len(key_value)) + key_value
-        return entry
+        return remember(self, value, _varint(len(key_value)) + key_value, _MAX_REMEMBERED_VALUES)
 
 
 _value_proto = _ValueProto.__getitem__
@@ -405,9 +386,9 @@ def _attributes_proto(tag: bytes, attributes: LabelSet) -> bytes:
     """``attributes`` as repeated ``KeyValue`` field ``tag``."""
     columns = _value_proto_columns.get(attributes.keys)
     if columns is None:
-        if len(_value_proto_columns) >= _MAX_REMEMBERED:
-            _value_proto_columns.clear()
-        columns = _value_proto_columns[attributes.keys] = tuple(map(_ValueProto, attributes.keys))
+        columns = remember(
+            _value_proto_columns, attributes.keys, tuple(map(_ValueProto, attributes.keys)), _MAX_REMEMBERED
+        )
     return tag + tag.join(map(_value_proto, columns, attributes.values)) if attributes.values else b""
 
 
@@ -416,11 +397,9 @@ class _NumberPointParts(dict):
     its data_points tag and length, and its attributes (7); remembered from one cycle to the next."""
 
     def __missing__(self, labels: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple[bytes, bytes]:
-        if len(self) >= _MAX_REMEMBERED:
-            self.clear()
         attributes = _attributes_proto(b"\x3a", LabelSet(*labels))
-        parts = self[labels] = (b"\x0a" + _varint(_TIME_AND_DOUBLE.size + len(attributes)), attributes)
-        return parts
+        parts = (b"\x0a" + _varint(_TIME_AND_DOUBLE.size + len(attributes)), attributes)
+        return remember(self, labels, parts, _MAX_REMEMBERED)
 
 
 _number_point_parts = _NumberPointParts()
