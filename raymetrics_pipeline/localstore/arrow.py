@@ -5,8 +5,6 @@ Only readers and compaction import this (PyArrow); the scrape process writes row
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from raymetrics_pipeline.localstore.rows import COLUMN_TYPES
+from raymetrics_pipeline.localstore.store import read_rows
 
 _ARROW_TYPES = {
     "string": pa.string(),
@@ -31,12 +30,6 @@ def rows_table(rows: list[dict]) -> pa.Table:
     names = set().union(*rows)
     schema = pa.schema(sorted((name, _ARROW_TYPES[COLUMN_TYPES.get(name, "string")]) for name in names))
     return pa.Table.from_pylist(rows, schema=schema)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """A cycle file the scrape process wrote: gzipped JSON, a row a line."""
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
 
 
 def write_parquet(table: pa.Table, handle) -> None:
@@ -84,7 +77,7 @@ def files_dataset(files: list[Path], cache: ReadCache | None = None) -> ds.Datas
     schema = unified_schema(files, cache)
     parquet = [str(path) for path in files if _is_parquet(path)]
     parts = [ds.dataset(parquet, schema=schema, format="parquet")] if parquet else []
-    cycles = [_conformed(cache[path], schema) for path in files if not _is_parquet(path)]
+    cycles = [_conformed(_known(path, cache), schema) for path in files if not _is_parquet(path)]
     if cycles:
         parts.append(ds.InMemoryDataset(pa.concat_tables(cycles)))
     return parts[0] if len(parts) == 1 else ds.dataset(parts, schema=schema)

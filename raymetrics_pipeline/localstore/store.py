@@ -102,6 +102,12 @@ def _file_millis(path: Path) -> int:
     return int(_FILE_RE.fullmatch(path.name).group(2))
 
 
+def read_rows(path: Path) -> list[dict]:
+    """A cycle file as ``LocalStore.write`` wrote it: gzipped JSON, a row a line."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
 class LocalStore:
     """One stream's rows under ``root/<stream>``."""
 

@@ -9,13 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raymetrics_pipeline.localstore.arrow import files_dataset, read_rows, rows_table
+from raymetrics_pipeline.localstore.arrow import files_dataset, rows_table
 from raymetrics_pipeline.localstore.store import (
     COMPACTION_SETTLE,
     CompactionReport,
     LocalStore,
     RetentionReport,
     StoreEmpty,
+    read_rows,
 )
 
 T0 = datetime(2026, 11, 28, 8, 15, tzinfo=UTC)
