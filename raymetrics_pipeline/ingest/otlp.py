@@ -134,19 +134,10 @@ def _convert_number_families(families: list[MetricFamily], scrape_time: int, con
     conversion.series += len(set(zip(owners, label_sets, strict=True)))  # distinct label sets within a metric
 
 
-# The latest sample time every store can hold: 9999-12-31 (Python's datetime, Arrow's ms timestamps).
-_LAST_MS = 253_402_300_799_999
-
-
-def _time(sample, scrape_time_unix_nano: int, conversion: Conversion) -> int | None:
-    """The sample's time; None, with the line reported, for a timestamp no store can hold (before 1970, after
-    9999), which once crashed the whole cycle."""
-    if sample.timestamp_ms is None:
-        return scrape_time_unix_nano
-    if 0 <= sample.timestamp_ms <= _LAST_MS:
-        return sample.timestamp_ms * 1_000_000
-    conversion.errors.append(ParseError(sample.line_no, "timestamp out of range (1970 to 9999)", sample.name))
-    return None
+def _time(sample, scrape_time_unix_nano: int) -> int:
+    """The time the target stamped on the sample (the parser took only times every store can hold), or else the
+    scrape time."""
+    return scrape_time_unix_nano if sample.timestamp_ms is None else sample.timestamp_ms * 1_000_000
 
 
 def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Conversion) -> None:
@@ -156,12 +147,6 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
     isfinite = math.isfinite
     non_finite = 0
     for sample in family.samples:
-        if sample.timestamp_ms is None:
-            time_unix_nano = scrape_time
-        else:
-            time_unix_nano = _time(sample, scrape_time, conversion)
-            if time_unix_nano is None:
-                continue
         if sample.name != name:  # a family's samples mostly share one name: look it up when it changes
             name = sample.name
             metric = by_name.get(name)
@@ -171,7 +156,7 @@ def _convert_numbers(family: MetricFamily, scrape_time: int, conversion: Convers
             points = metric.points
         if not isfinite(sample.value):
             non_finite += 1
-        points.append(NumberPoint(sample.labels, time_unix_nano, sample.value))
+        points.append(NumberPoint(sample.labels, _time(sample, scrape_time), sample.value))
     conversion.non_finite_values += non_finite
     for metric in by_name.values():
         conversion.series += len(set(map(_ATTRIBUTES, metric.points)))
@@ -286,9 +271,8 @@ def _convert_histogram(family: MetricFamily, scrape_time: int, conversion: Conve
         if total is not None and not math.isfinite(total):
             conversion.non_finite_values += 1
             total = None
-        time_unix_nano = _time(entry.first_sample, scrape_time, conversion)
-        if time_unix_nano is not None:
-            metric.points.append(HistogramPoint(labels, time_unix_nano, count, total, bounds, per_bucket))
+        time_unix_nano = _time(entry.first_sample, scrape_time)
+        metric.points.append(HistogramPoint(labels, time_unix_nano, count, total, bounds, per_bucket))
     if metric.points:
         conversion.metrics.append(metric)
         conversion.series += len(metric.points)  # one point per series, by construction
@@ -315,9 +299,7 @@ def _convert_summary(family: MetricFamily, scrape_time: int, conversion: Convers
                 quantiles.append((quantile, value))
             else:
                 conversion.non_finite_values += 1
-        time_unix_nano = _time(entry.first_sample, scrape_time, conversion)
-        if time_unix_nano is not None:
-            metric.points.append(SummaryPoint(labels, time_unix_nano, count, total, quantiles))
+        metric.points.append(SummaryPoint(labels, _time(entry.first_sample, scrape_time), count, total, quantiles))
     if metric.points:
         conversion.metrics.append(metric)
         conversion.series += len(metric.points)  # one point per series, by construction

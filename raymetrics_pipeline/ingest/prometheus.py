@@ -44,9 +44,12 @@ _ESCAPE_RE = re.compile(r"\\(.)")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
 _TIMESTAMP_RE = re.compile(r"-?[0-9]+")
-# The most digits a 64-bit integer has. A timestamp with more is out of range for every store, and
-# is not handed to int(), which is quadratic in the digits and raises past 4,300 of them.
-_MAX_TIMESTAMP_DIGITS = 20
+# The latest sample time every store can hold, in ms: 9999-12-31 (Python's datetime, Arrow's ms timestamps).
+# A line stamped before 1970 or after it is reported here (such a sample once crashed the whole cycle), and
+# a timestamp with more digits than this one is not handed to int(), which is quadratic in the digits and
+# raises past 4,300 of them.
+_LAST_TIMESTAMP_MS = 253_402_300_799_999
+_MAX_TIMESTAMP_DIGITS = len(str(_LAST_TIMESTAMP_MS))
 # How often ``parse`` looks at the clock: rarely enough to cost nothing per line.
 _LINES_PER_DEADLINE_CHECK = 1024
 
@@ -468,11 +471,12 @@ _new_tuple = tuple.__new__  # makes a Sample from a tuple without a Python-level
 
 
 def _timestamp_ms(text: str) -> int:
-    """An integer timestamp; one with more digits than a 64-bit integer is out of range for every store."""
+    """An integer timestamp (``-?[0-9]+``) every store can hold: from 1970 to 9999."""
     digits = text.lstrip("-").lstrip("0") or "0"
-    if len(digits) > _MAX_TIMESTAMP_DIGITS:
+    negative = text[0] == "-" and digits != "0"
+    if negative or len(digits) > _MAX_TIMESTAMP_DIGITS or int(digits) > _LAST_TIMESTAMP_MS:
         raise _LineError("timestamp out of range (1970 to 9999)")
-    return -int(digits) if text[0] == "-" else int(digits)
+    return int(digits)
 
 
 def stopped(line_no: int, line_count: int) -> ParseError:

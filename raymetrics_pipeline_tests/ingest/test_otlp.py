@@ -89,15 +89,18 @@ rpc_count 10
     ]
 
 
-def test_a_timestamp_no_store_can_hold_costs_its_sample_only():
-    text = (
-        'a 1 99999999999999999999\na 2 -5\nb 3 1700000000000\n# TYPE h histogram\nh_bucket{le="+Inf"} 1 -1\nh_count 1\n'
-    )
-    conversion = convert(text)
-    assert [(metric.name, [point.value for point in metric.points]) for metric in conversion.metrics] == [("b", [3.0])]
-    assert conversion.metrics[0].points[0].time_unix_nano == 1_700_000_000_000 * 1_000_000
-    assert sorted(error.line_no for error in conversion.errors) == [1, 2, 5]
-    assert all("timestamp out of range" in error.message for error in conversion.errors)
+def test_a_timestamp_no_store_can_hold_costs_its_line_only():
+    text = "a 1 99999999999999999999\na 2 -5\nb 3 1700000000000\n"
+    text += '# TYPE h histogram\nh_bucket{le="+Inf"} 1 -1\nh_count 1\n'
+    exposition = parse(text)
+    conversion = otlp.to_metrics(exposition, 99)
+    assert [(metric.name, metric.points[0].time_unix_nano) for metric in conversion.metrics] == [
+        ("b", 1_700_000_000_000 * 1_000_000),
+        ("h", 99),  # its _count is still a point: one bucket, +Inf's
+    ]
+    assert conversion.metrics[1].points[0].bucket_counts == [1]
+    assert [error.line_no for error in exposition.errors] == [1, 2, 5] and conversion.errors == []
+    assert all("timestamp out of range" in error.message for error in exposition.errors)
 
 
 def test_broken_histograms_are_reported_not_shipped():

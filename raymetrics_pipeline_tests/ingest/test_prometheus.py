@@ -75,12 +75,12 @@ loose_metric{a="b"} 7
 
 
 def test_special_values_and_timestamps():
-    exposition = parse("a NaN\nb +Inf\nc -Inf 1700000000000\nd 1.5e3 -5\ne Inf\n")
+    exposition = parse("a NaN\nb +Inf\nc -Inf 1700000000000\nd 1.5e3 5\ne Inf\n")
     values = {f.name: f.samples[0] for f in exposition.families}
     assert math.isnan(values["a"].value)
     assert values["b"].value == math.inf and values["e"].value == math.inf
     assert values["c"].value == -math.inf and values["c"].timestamp_ms == 1700000000000
-    assert values["d"].value == 1500.0 and values["d"].timestamp_ms == -5
+    assert values["d"].value == 1500.0 and values["d"].timestamp_ms == 5
     assert values["a"].timestamp_ms is None
 
 
@@ -283,6 +283,22 @@ def test_a_timestamp_longer_than_any_64_bit_integer_is_reported_not_raised():
         (2, "timestamp out of range (1970 to 9999)"),
     ]
     assert [(s.name, s.timestamp_ms) for f in exposition.families for s in f.samples] == [("c", 17)]
+
+
+def test_only_timestamps_every_store_can_hold_are_taken():
+    """Python's datetime and Arrow's millisecond timestamps hold 1970-01-01 to 9999-12-31: a sample stamped
+    outside once crashed the whole cycle where it was stored."""
+    last = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+    lines = ["a 1 0", "b 2 -0", f"c 3 {last}", f"d 4 {last + 1}", "e 5 -1", "f 6 99999999999999999999"]
+    exposition = parse("\n".join(lines) + "\n")
+    assert [(s.name, s.timestamp_ms) for f in exposition.families for s in f.samples] == [
+        ("a", 0),
+        ("b", 0),
+        ("c", last),
+    ]
+    assert [(e.line_no, e.message) for e in exposition.errors] == [
+        (line_no, "timestamp out of range (1970 to 9999)") for line_no in (4, 5, 6)
+    ]
 
 
 def numbered_samples(count: int) -> str:

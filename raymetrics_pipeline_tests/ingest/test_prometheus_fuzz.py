@@ -78,12 +78,8 @@ LABEL_VALUES = st.one_of(st.text(max_size=12), st.lists(st.sampled_from(TRICKY_P
 BLANKS = st.text(alphabet=" \t", max_size=3)
 SEPARATORS = st.text(alphabet=" \t", min_size=1, max_size=3)
 LINE_ENDS = st.sampled_from(["", "", "\r", " ", "\t"])
-TIMESTAMPS = st.one_of(
-    st.none(),
-    st.integers(0, 253_402_300_799_999),
-    st.integers(-(2**63), 2**63 - 1),
-    st.integers(-(10**20) + 1, 10**20 - 1),  # 20 digits, the most a timestamp may have
-)
+# The times every store can hold (1970 to 9999), which the parser takes; it reports the others (test_prometheus).
+TIMESTAMPS = st.one_of(st.none(), st.integers(0, 253_402_300_799_999))
 COMMENTS = st.one_of(
     st.sampled_from(["#", "# TYPE", "# HELP", "# HELP x", "#TYPE x counter", "", " ", "\t", "\r", " \r"]),
     st.text(alphabet='abc xyz0123!"{}\\,=\t#', max_size=20).map("# ".__add__),
