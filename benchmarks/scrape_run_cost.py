@@ -7,8 +7,9 @@ the project's captured Ray scrapes, once into the local store (which needs PyArr
 Parquet) and once to Parseable (the project's test double on loopback, which stands in for a
 Parseable server: none can run here). For each, the CPU (user + system) and
 peak RSS from ``/usr/bin/time -v``, and the Dagster storage the run added (the home without the
-local store). Prints medians and the scrape/trivial ratios; the machine is shared, so compare
-ratios.
+local store), and of it the bytes of the run's own events in the event log (what Dagster recorded
+about the run, without SQLite's pages and indexes, the run's row and its captured stderr). Prints
+medians and the scrape/trivial ratios; the machine is shared, so compare ratios.
 
 Run: ``python benchmarks/scrape_run_cost.py [--repeat 3] [--smoke]`` (``--smoke``: one of each).
 """
@@ -17,10 +18,12 @@ import argparse
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +52,17 @@ def dagster_bytes(home: Path) -> int:
     return sum(p.stat().st_size for p in home.rglob("*") if p.is_file() and "raymetrics" not in p.parts)
 
 
+def newest_run_event_bytes(home: Path) -> int:
+    """Bytes of the newest run's events, as the project's ``dagster.yaml`` keeps them (one SQLite event log)."""
+    # Closed at once: an open reader keeps the databases' write-ahead logs from being folded in and removed
+    # when Dagster's next run closes them, and they would count as that run's storage.
+    with closing(sqlite3.connect(home / "history" / "runs.db")) as runs:
+        (run_id,) = runs.execute("SELECT run_id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    with closing(sqlite3.connect(home / "event_log.db")) as events:
+        query = "SELECT SUM(LENGTH(event)) FROM event_logs WHERE run_id = ?"
+        return events.execute(query, (run_id,)).fetchone()[0]
+
+
 def timed_run(command: list[str], env: dict, home: Path) -> dict[str, float]:
     before = dagster_bytes(home)
     done = subprocess.run(["/usr/bin/time", "-v", *command], env=env, capture_output=True, text=True, cwd=ROOT)
@@ -62,6 +76,7 @@ def timed_run(command: list[str], env: dict, home: Path) -> dict[str, float]:
         "cpu_s": figure(r"User time \(seconds\)") + figure(r"System time \(seconds\)"),
         "rss_mb": figure(r"Maximum resident set size \(kbytes\)") / 1024,
         "storage_kb": (dagster_bytes(home) - before) / 1024,
+        "events_kb": newest_run_event_bytes(home) / 1024,
     }
 
 
@@ -112,11 +127,12 @@ def main() -> None:
     for name, median in medians.items():
         print(
             f"{name}: {median['cpu_s']:.2f} CPU-s, peak RSS {median['rss_mb']:.0f} MB, "
-            f"{median['storage_kb']:.0f} KB of Dagster storage (medians of {args.repeat})"
+            f"{median['storage_kb']:.0f} KB of Dagster storage, {median['events_kb']:.1f} KB of it the run's events "
+            f"(medians of {args.repeat})"
         )
     trivial = medians.pop("trivial one-op run")
     for name, scrape in medians.items():
-        ratios = ", ".join(f"{key} {scrape[key] / trivial[key]:.2f}" for key in ("cpu_s", "rss_mb", "storage_kb"))
+        ratios = ", ".join(f"{key} {scrape[key] / trivial[key]:.2f}" for key in scrape)
         print(f"{name} / trivial: {ratios}")
 
 

@@ -51,6 +51,7 @@ def test_local_store_smoke_stores_and_queries_a_few_cycles():
 def test_scrape_run_cost_smoke_runs_both_jobs_side_by_side():
     output = smoke("scrape_run_cost.py", "--smoke")
     assert "to Parseable / trivial: cpu_s" in output and "into the local store / trivial: cpu_s" in output, output
+    assert "KB of it the run's events" in output, output
 
 
 @pytest.mark.ray
